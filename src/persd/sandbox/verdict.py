@@ -1,0 +1,113 @@
+"""Turn what the worker observed and what the tests showed into one Feedback.
+
+The worker's report (exit status, signal, which limit it enforced) comes from trusted code and
+is a fact. The sample's replies are claims about values; only the parent's comparisons of
+those values count as test results. A pass needs every test to have run and passed.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from persd.records import Feedback, Status, TestSet
+from persd.sandbox._child.harness import EXIT_MEMORY
+from persd.sandbox._child.zygote import EXIT_CONFINE
+from persd.sandbox.runner import RunState
+
+TAIL_CHARS = 1000
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+def classify(
+    first: dict[str, Any] | None,
+    state: RunState,
+    report: dict[str, Any],
+    n_tests: int,
+    *,
+    cpu_limit_s: float,
+) -> tuple[Status, str | None]:
+    """The status and a short sandbox-level detail, from facts first, then test results."""
+    if "infra" in report:
+        return "infra_error", str(report["infra"])
+    if first is None and report.get("exit_code") == EXIT_CONFINE:
+        return "infra_error", "the sandbox could not confine the sample"
+    reason = report.get("reason")
+    if reason == "wall":
+        return "timeout", "wall-clock limit of %gs" % report.get("wall_limit_s", 0)
+    if reason == "cpu":
+        return "timeout", "CPU-time limit of %gs" % cpu_limit_s
+    if reason == "output":
+        return "output_limit", "wrote %d bytes to stdout/stderr" % report.get("output_bytes", 0)
+    complete = first is not None and first.get("op") == "ready" and len(state.outcomes) == n_tests
+    sig = report.get("signal")
+    if not complete and sig is not None:
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report["cpu_s"] >= cpu_limit_s):
+            return "timeout", "CPU-time limit of %gs" % cpu_limit_s
+        return "crashed", "killed by %s" % _signal_name(sig)
+    if report.get("exit_code") == EXIT_MEMORY and not complete:
+        return "memory", "out of memory while replying"
+    exceptions = [o.exception for o in state.outcomes if o.exception]
+    if first is not None and first.get("exc"):
+        exceptions.insert(0, first.get("exc"))
+    if "MemoryError" in exceptions[:1]:
+        return "memory", None
+    op = first.get("op") if first else None
+    if op == "syntax_error":
+        return "syntax_error", None
+    if op == "error":
+        return "error", "raised while %s" % (
+            "running the test setup" if first.get("where") == "<setup>" else "loading"
+        )
+    if op == "exited" or state.exited:
+        return "exited_early", "the program exited before every test ran"
+    if state.corrupt:
+        return "error", "the program broke the test protocol (%s)" % state.corrupt[:100]
+    if op != "ready" or state.closed:
+        code = report.get("exit_code")
+        return "exited_early", "the process ended before every test ran (exit code %s)" % code
+    failure = next((o for o in state.outcomes if not o.passed), None)
+    if failure is None:
+        return "passed", None
+    if failure.exception == "MemoryError":
+        return "memory", None
+    return ("error" if failure.exception else "failed"), None
+
+
+def build_feedback(
+    first: dict[str, Any] | None,
+    state: RunState,
+    report: dict[str, Any],
+    *,
+    n_tests: int,
+    test_set: TestSet,
+    cpu_limit_s: float,
+) -> Feedback:
+    status, detail = classify(first, state, report, n_tests, cpu_limit_s=cpu_limit_s)
+    first = first or {}
+    has_exc = first.get("op") in ("syntax_error", "error")
+    line = first.get("line")
+    message = first.get("msg") if has_exc else None
+    if status == "syntax_error" and line:
+        message = "%s (line %s)" % (message, line)
+    return Feedback(
+        status=status,
+        test_set=test_set,
+        tests_total=n_tests,
+        outcomes=tuple(state.outcomes),
+        exception=str(first.get("exc"))[:100] if has_exc else None,
+        message=str(message)[:500] if message else None,
+        traceback=str(first.get("tb", ""))[:2000] or None if has_exc else None,
+        detail=detail,
+        stdout_tail=str(report.get("stdout", ""))[-TAIL_CHARS:],
+        stderr_tail=str(report.get("stderr", ""))[-TAIL_CHARS:],
+        wall_s=float(report.get("wall_s", 0.0)),
+        cpu_s=float(report.get("cpu_s", 0.0)),
+        peak_memory_mb=round(float(report.get("maxrss_kb", 0)) / 1024, 1),
+    )

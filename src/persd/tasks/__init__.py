@@ -1,0 +1,43 @@
+"""Coding tasks with the tests a student may see and the tests that score it.
+
+Benchmarks ship with persd (HumanEval, MBPP; see ``persd/data/README.md``); users bring their
+own pools as JSONL (docs/TASKS.md). Loading executes nothing: seen tests are precomputed.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from persd.errors import PersdError
+from persd.records import Task
+from persd.tasks.humaneval import load_humaneval
+from persd.tasks.mbpp import SPLITS as MBPP_SPLITS
+from persd.tasks.mbpp import load_mbpp
+from persd.tasks.pool import PoolResult, Skipped, load_task_pool
+
+__all__ = [
+    "BENCHMARKS",
+    "PoolResult",
+    "Skipped",
+    "load_benchmark",
+    "load_humaneval",
+    "load_mbpp",
+    "load_task_pool",
+]
+
+# "mbpp-test" etc. name one MBPP split; "mbpp" is all 974 tasks.
+BENCHMARKS = ("humaneval", "mbpp", *(f"mbpp-{split}" for split in MBPP_SPLITS))
+
+
+def load_benchmark(name: str) -> tuple[Task, ...]:
+    """A shipped benchmark by name: "humaneval", "mbpp", or "mbpp-<split>" ("mbpp-test")."""
+    key = name.strip().lower()
+    if key == "humaneval":
+        return load_humaneval()
+    if key == "mbpp":
+        return load_mbpp()
+    if key.startswith("mbpp-") and key.removeprefix("mbpp-") in MBPP_SPLITS:
+        return load_mbpp(key.removeprefix("mbpp-"))
+    close = difflib.get_close_matches(key, BENCHMARKS, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(BENCHMARKS)}"
+    raise PersdError(f"unknown benchmark '{name}'; {hint}")
