@@ -191,8 +191,33 @@ def _assemble(prog: list[tuple]) -> bytes:
     return b"".join(out)
 
 
+_SENTINEL = 0x3FFFFFF1  # above any pid_max: marks where the sample's pid goes
+_template: tuple[bytearray, list[int], list[int]] | None = None
+
+
 def seccomp_filter(pid: int) -> bytes:
-    """The BPF program for a sample whose process (and process group) id is ``pid``."""
+    """The BPF program for a sample whose process (and process group) id is ``pid``.
+
+    Assembled once per worker; a sample only patches its pid in (forked children pay for
+    every Python-level step, so the per-sample cost stays a few struct writes).
+    """
+    global _template
+    if _template is None:
+        prog = bytearray(_build_filter(_SENTINEL))
+        ks = [struct.unpack_from("I", prog, off + 4)[0] for off in range(0, len(prog), 8)]
+        plus = [i * 8 + 4 for i, k in enumerate(ks) if k == _SENTINEL]
+        minus = [i * 8 + 4 for i, k in enumerate(ks) if k == (-_SENTINEL) & 0xFFFFFFFF]
+        _template = (prog, plus, minus)
+    prog, plus, minus = _template
+    out = bytearray(prog)
+    for off in plus:
+        struct.pack_into("I", out, off, pid & 0xFFFFFFFF)
+    for off in minus:
+        struct.pack_into("I", out, off, -pid & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def _build_filter(pid: int) -> bytes:
     nr_off, arch_off, arg0 = 0, 4, 16  # offsets in struct seccomp_data (arg0 low word)
     p: list[tuple] = [
         (_LD_W_ABS, 0, 0, arch_off),
