@@ -187,7 +187,13 @@ def test_doctest_examples():
 
 
 def test_doctest_empty_output_means_none():
-    prompt = 'def first(xs):\n    """First item.\n    >>> first([])\n    >>> first([1])\n    1\n    """\n'
+    prompt = '''def first(xs):
+    """First item.
+    >>> first([])
+    >>> first([1])
+    1
+    """
+'''
     assert _examples(prompt, "first") == [("first([])", None), ("first([1])", 1)]
 
 
@@ -286,7 +292,13 @@ def test_unreadable_examples_are_reported_not_dropped():
 
 
 def test_prose_mentions_are_not_examples():
-    prompt = '"""Helper."""\n\ndef f(x):\n    """Write f() that returns x.\n    Call f(x) on it.\n    """\n'
+    prompt = '''"""Helper."""
+
+def f(x):
+    """Write f() that returns x.
+    Call f(x) on it.
+    """
+'''
     extraction = extract_examples(prompt, "f")
     assert extraction.examples == () and extraction.unparsed == ()
 

@@ -12,16 +12,13 @@ an example is *right* is a separate question, answered by running the reference 
 from __future__ import annotations
 
 import ast
-import builtins
 import doctest
 import inspect
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from persd.tasks.asserts import calls_name, literal_value
-
-_BUILTINS = frozenset(dir(builtins))
+from persd.tasks.examples import BUILTINS, Example, Found, Unparsed, make_example, read_literal
 
 # What separates a call from its value on one line, longest first: "==>" before "==".
 _SEPARATOR = re.compile(
@@ -38,33 +35,14 @@ _ASSIGNED = re.compile(r"^\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<value>.+?)\s*$")
 _RETURNED = re.compile(r"^\s*return\s*=?\s*(?P<value>.+?)\s*$")
 # A line that starts like an example of another function: "assert list_sort([...]) => ...".
 _LINE_CALL = re.compile(r"^\s*(?:[*-]\s*)?(?:assert\s+|for\s+)?(?P<name>[A-Za-z_]\w*)\s*\(")
-# JavaScript-style booleans some docstrings use ("=> true").
-_BOOLEANS = {"true": "True", "false": "False"}
-
-
-@dataclass(frozen=True)
-class Example:
-    """One docstring example: ``call`` (an expression that calls the entry point) and its value."""
-
-    call: str
-    value: Any
-    # How it was written: "doctest", "inline" (f(x) => y), "renamed" (another name called),
-    # "unquoted" (f(abc) for f("abc")), "for_output", "input_output" or "assign_return".
-    style: str
-
-
-@dataclass(frozen=True)
-class Unparsed:
-    """Docstring text that looked like an example but could not be read as one."""
-
-    text: str
-    reason: str
 
 
 @dataclass(frozen=True)
 class Extraction:
+    """What a docstring gave: examples in order (no duplicates) and text that did not parse."""
+
     examples: tuple[Example, ...] = ()
-    unparsed: tuple[Unparsed, ...] = field(default=())
+    unparsed: tuple[Unparsed, ...] = ()
 
 
 def find_function(prompt: str, name: str) -> ast.FunctionDef | None:
@@ -76,7 +54,7 @@ def find_function(prompt: str, name: str) -> ast.FunctionDef | None:
     return next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
 
 
-def _docstring_node(prompt: str, fn: ast.FunctionDef) -> ast.Constant | None:
+def _docstring_node(fn: ast.FunctionDef) -> ast.Constant | None:
     # Not only body[0]: HumanEval/115 has ``import math`` before its "docstring".
     for stmt in fn.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
@@ -92,7 +70,7 @@ def docstring_source(prompt: str, entry_point: str) -> str:
     example only while its backslash is still a backslash.
     """
     fn = find_function(prompt, entry_point)
-    node = _docstring_node(prompt, fn) if fn else None
+    node = _docstring_node(fn) if fn else None
     segment = ast.get_source_segment(prompt, node) if node else None
     if not segment:
         return ""
@@ -104,7 +82,7 @@ def docstring_source(prompt: str, entry_point: str) -> str:
 def instruction_text(prompt: str, entry_point: str) -> str:
     """The entry point's docstring, cleaned of indentation: the task in natural language."""
     fn = find_function(prompt, entry_point)
-    node = _docstring_node(prompt, fn) if fn else None
+    node = _docstring_node(fn) if fn else None
     return inspect.cleandoc(node.value).strip() if node else ""
 
 
@@ -142,9 +120,6 @@ def extract_examples(prompt: str, entry_point: str) -> Extraction:
     return Extraction(tuple(examples), tuple(unparsed))
 
 
-Found = Example | Unparsed
-
-
 def _defined_names(prompt: str) -> frozenset[str]:
     try:
         module = ast.parse(prompt)
@@ -168,9 +143,9 @@ def _doctest_examples(doc: str, entry_point: str) -> list[Found]:
         call = ast.get_source_segment(source, expr) or source
         if not want:
             # doctest prints nothing for None: an empty output means the call returned None.
-            found.append(_example(call, "None", entry_point, "doctest", source))
+            found.append(make_example(call, "None", entry_point, "doctest", source))
         else:
-            found.append(_example(call, want, entry_point, "doctest", f"{source} -> {want}"))
+            found.append(make_example(call, want, entry_point, "doctest", f"{source} -> {want}"))
     return found
 
 
@@ -183,67 +158,8 @@ def _from_comparison(source: str, expr: ast.Compare, entry_point: str) -> Found:
             if ok and calls_name(call_side, entry_point):
                 call = ast.get_source_segment(source, call_side) or ""
                 value = ast.get_source_segment(source, value_side) or ""
-                return _example(call, value, entry_point, "doctest", source)
+                return make_example(call, value, entry_point, "doctest", source)
     return Unparsed(source, "a comparison that is not '<call> == <literal>'")
-
-
-def _example(call: str, value_text: str, entry_point: str, style: str, text: str) -> Found:
-    """An Example when ``call`` calls the entry point with literal arguments, else Unparsed."""
-    try:
-        expr = ast.parse(call.strip(), mode="eval")
-    except SyntaxError:
-        return Unparsed(text, "the call is not a Python expression")
-    if not isinstance(expr.body, ast.Call):
-        return Unparsed(text, "not a function call")
-    if not calls_name(expr, entry_point):
-        return Unparsed(text, f"does not call the entry point '{entry_point}'")
-    names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
-    unknown = sorted(names - {entry_point} - _BUILTINS)
-    if unknown and _unquoted_strings(expr.body, entry_point):
-        # "is_happy(abcd) => True": the author dropped the quotes of a string argument.
-        args = ", ".join(repr(a.id) for a in expr.body.args)  # type: ignore[attr-defined]
-        call, style, unknown = f"{entry_point}({args})", "unquoted", []
-    if unknown:
-        return Unparsed(text, f"the call uses the undefined name '{unknown[0]}'")
-    ok, value = _literal(value_text)
-    if not ok:
-        return Unparsed(text, "the expected value is not a Python literal")
-    return Example(call.strip(), value, style)
-
-
-def _unquoted_strings(call: ast.Call, entry_point: str) -> bool:
-    return (
-        isinstance(call.func, ast.Name)
-        and call.func.id == entry_point
-        and not call.keywords
-        and bool(call.args)
-        and all(isinstance(a, ast.Name) and a.id not in _BUILTINS for a in call.args)
-    )
-
-
-def _literal(text: str) -> tuple[bool, Any]:
-    """The value of ``text``, forgiving prose around it: "16." "24 # sum" "'No' (reason)"."""
-    text = text.strip()
-    candidates = []
-    if text.endswith(".") and not text.endswith(".."):
-        candidates.append(text[:-1])  # sentence end: "should return 16." means 16, not 16.0
-    candidates.append(text)
-    for i, ch in enumerate(text):
-        if ch in "#(" and i > 0 and text[i - 1].isspace():
-            candidates.append(text[:i])  # a comment or remark after the value
-    if "=" in text:
-        candidates.append(text.rsplit("=", 1)[1])  # worked arithmetic: "19 - 5 - 6 = 8"
-    for candidate in candidates:
-        candidate = candidate.strip()
-        candidate = _BOOLEANS.get(candidate.lower(), candidate) if candidate else candidate
-        try:
-            node = ast.parse(candidate, mode="eval").body
-        except SyntaxError:
-            continue
-        ok, value = literal_value(node)
-        if ok:
-            return True, value
-    return False, None
 
 
 def _call_end(text: str, open_paren: int) -> int | None:
@@ -296,7 +212,7 @@ def _inline_examples(doc: str, entry_point: str, defined: frozenset[str]) -> lis
             if name != entry_point:  # "grade_equation(...)" in numerical_letter_grade's docstring
                 call, style = entry_point + call[len(name) :], "renamed"
             text = f"{call} {tail.strip()}"
-            found.append(_example(call, tail[sep.end() :], entry_point, style, text))
+            found.append(make_example(call, tail[sep.end() :], entry_point, style, text))
         line_start = call_line_end + 1
     return found
 
@@ -308,7 +224,7 @@ def _first_call(
     if match:
         return match.start(), entry_point
     other = _LINE_CALL.match(line)
-    if other and other.group("name") not in defined | _BUILTINS | {"For", "for", "assert"}:
+    if other and other.group("name") not in defined | BUILTINS | {"For", "for", "assert"}:
         return other.start("name"), other.group("name")
     return None, ""
 
@@ -319,7 +235,7 @@ def _bindings(text: str) -> list[tuple[str | None, str]]:
     for piece in _split_top_level(text):
         match = _BINDING.match(piece)
         name, value = (match.group("name"), match.group("value")) if match else (None, piece)
-        if not _literal(value)[0]:
+        if not read_literal(value)[0]:
             break  # prose after the arguments: "N = 1000, the sum of digits will be 1"
         out.append((name, value.strip()))
     return out
@@ -360,7 +276,7 @@ def _build_call(
 
 
 def _literal_text(value: str) -> str:
-    ok, parsed = _literal(value)
+    ok, parsed = read_literal(value)
     return repr(parsed) if ok else value
 
 
@@ -381,14 +297,14 @@ def _for_output_examples(doc: str, entry_point: str, params: tuple[str, ...]) ->
 def _from_arguments(
     args: str, value: str, entry_point: str, params: tuple[str, ...], text: str, style: str
 ) -> Found:
-    if len(params) == 1 and not _BINDING.match(args) and _literal(args)[0]:
+    if len(params) == 1 and not _BINDING.match(args) and read_literal(args)[0]:
         bindings: list[tuple[str | None, str]] = [(None, args)]  # one bare value, commas and all
     else:
         bindings = _bindings(args)
     call = _build_call(entry_point, bindings, params)
     if call is None:
         return Unparsed(text.strip(), f"the arguments do not match {entry_point}{params}")
-    return _example(call, value, entry_point, style, text.strip())
+    return make_example(call, value, entry_point, style, text.strip())
 
 
 def _input_output_examples(doc: str, entry_point: str, params: tuple[str, ...]) -> list[Found]:
@@ -410,7 +326,7 @@ def _input_output_examples(doc: str, entry_point: str, params: tuple[str, ...]) 
             i = j
             continue
         args = ", ".join(p.strip() for p in parts if p.strip())
-        value = _OUTPUT.match(lines[j])["rest"]  # type: ignore[index]
+        value = lines[j].split(":", 1)[1]  # the line matched _OUTPUT: "Output: <value>"
         text = f"Input: {args} Output: {value.strip()}"
         found.append(_from_arguments(args, value, entry_point, params, text, "input_output"))
         i = j + 1
@@ -432,8 +348,9 @@ def _assign_return_examples(doc: str, entry_point: str, params: tuple[str, ...])
         if returned:
             call = _build_call(entry_point, [(None, match["value"])], params)
             text = f"{line.strip()} {lines[j].strip()}"
-            if call is None or not _literal(match["value"])[0]:
+            if call is None or not read_literal(match["value"])[0]:
                 found.append(Unparsed(text, "the argument is not a Python literal"))
             else:
-                found.append(_example(call, returned["value"], entry_point, "assign_return", text))
+                value = returned["value"]
+                found.append(make_example(call, value, entry_point, "assign_return", text))
     return found
