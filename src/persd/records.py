@@ -118,6 +118,7 @@ class Feedback(Record):
 class ScoredSample(Record):
     """One line of ``persd score`` output: a sample and its verdict on the hidden tests."""
 
+    index: int  # line number of the sample in its file, from 0
     task_id: str
     completion: str
     status: Status

@@ -1,0 +1,12 @@
+"""Run untrusted programs against tests: safe, fast, and with verdicts the program can't forge.
+
+``Sandbox`` keeps warm workers that fork one confined process per sample; tests run in the
+trusted parent and only plain data crosses. ``render_feedback`` turns a verdict into prompt
+text, the one rendering every later stage uses.
+"""
+
+from persd.sandbox.config import SandboxConfig
+from persd.sandbox.feedback import render_feedback
+from persd.sandbox.pool import Job, Sandbox
+
+__all__ = ["Job", "Sandbox", "SandboxConfig", "render_feedback"]

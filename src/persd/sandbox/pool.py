@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import SandboxError
-from persd.records import Feedback, Test, TestSet
+from persd.records import Feedback, Task, Test, TestSet
 from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation
 from persd.sandbox.config import SandboxConfig
 from persd.sandbox.runner import RunState, run_tests
@@ -53,6 +53,22 @@ class Job:
     test_context: str = ""
     wall_limit_s: float | None = None  # None: the sandbox config's
     cpu_limit_s: float | None = None
+
+    @classmethod
+    def for_task(
+        cls, task: Task, program: str, test_set: TestSet = "hidden", **limits: float | None
+    ) -> Job:
+        """Run ``program`` against one of ``task``'s test sets."""
+        tests = task.tests_hidden if test_set == "hidden" else task.tests_seen
+        return cls(
+            program=program,
+            tests=tests,
+            entry_point=task.entry_point,
+            test_set=test_set,
+            setup_code=task.setup_code,
+            test_context=task.test_context,
+            **limits,
+        )
 
 
 def _read_paths(extra: Iterable[str]) -> list[str]:
