@@ -98,7 +98,7 @@ def _load_partial(path: Path, samples: Sequence[Sample]) -> dict[int, ScoredSamp
 
 def score_samples(
     samples_path: Path,
-    benchmark: str,
+    benchmark: str | Sequence[Task],
     *,
     config: SandboxConfig | None = None,
     ks: Sequence[int] = (1, 10, 100),
@@ -106,8 +106,12 @@ def score_samples(
     calibrate_limits: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ScoreReport:
-    """Score every sample against its task's hidden tests; write results next to the input."""
-    tasks = {t.id: t for t in load_benchmark(benchmark)}
+    """Score every sample against its task's hidden tests; write results next to the input.
+
+    ``benchmark`` is a shipped benchmark's name ("humaneval", "mbpp-test") or the tasks.
+    """
+    pool = load_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    tasks = {t.id: t for t in pool}
     samples = read_samples(samples_path, tasks)
     results_path = samples_path.with_name(samples_path.name + "_results.jsonl")
     partial_path = results_path.with_name(results_path.name + ".partial")

@@ -1,0 +1,77 @@
+"""The persd command: what users read, and what they must not see."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from persd.cli import app
+
+runner = CliRunner()
+
+
+def _persd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    code = "from persd.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_bad_samples_file_is_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "samples.jsonl"
+    bad.write_text('{"task_id": "HumanEval/0"}\n')
+    result = _persd("score", str(bad))
+    assert result.returncode == 1
+    assert f"error: {bad}:1: 'completion' is missing" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "persd.yaml"
+    cfg.write_text("sandbox:\n  wall_limit: 2\n")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": ""}) + "\n")
+    result = _persd("score", str(samples), "--config", str(cfg))
+    assert result.returncode == 1
+    assert "unknown key 'sandbox.wall_limit'; did you mean 'sandbox.wall_limit_s'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_score_prints_pass_at_k_and_writes_results(tmp_path: Path) -> None:
+    samples = tmp_path / "s.jsonl"
+    rows = [{"task_id": "HumanEval/0", "completion": "    return False\n"}] * 2
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["score", str(samples), "--k", "1,2", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "pass@1" in result.output and "pass@2" in result.output
+    assert (tmp_path / "s.jsonl_results.jsonl").exists()
+
+
+def test_check_references_on_a_task_pool_passes_every_reference(tmp_path: Path) -> None:
+    pool = tmp_path / "tasks.jsonl"
+    task = {
+        "id": "add",
+        "instruction": "Add two numbers.",
+        "entry_point": "add",
+        "reference": "def add(a, b):\n    return a + b\n",
+        "tests_hidden": ["assert add(2, 3) == 5", {"call": "add(1, 1)", "expected": "2"}],
+    }
+    pool.write_text(json.dumps(task) + "\n")
+    result = runner.invoke(
+        app, ["check-references", str(pool), "--out", str(tmp_path / "out"), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "100.00%" in result.output
+
+
+def test_import_persd_loads_no_heavy_ml_library() -> None:
+    code = (
+        "import sys, persd, persd.sandbox, persd.tasks, persd.evaluate;"
+        "print([m for m in ('torch', 'transformers', 'vllm', 'numpy') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
