@@ -93,7 +93,8 @@ def _print_report(report: ScoreReport, title: str) -> None:
     console.print(f"time limits: {report.limits.describe()}")
     if report.limits.failed_references:
         failed = ", ".join(report.limits.failed_references)
-        console.print(f"[yellow]references that fail their own tests (config limits used):[/] {failed}")
+        note = "references that fail their own tests (config limits used)"
+        console.print(f"[yellow]{note}:[/] {failed}")
     if report.reused:
         console.print(f"resumed: {report.reused} results reused from an interrupted run")
     console.print(f"results: {report.results_path}")
@@ -104,7 +105,7 @@ def score(
     samples: Annotated[Path, typer.Argument(help="JSONL with task_id and completion per line.")],
     benchmark: Annotated[
         str,
-        typer.Option("--benchmark", "-b", help=f"One of {', '.join(BENCHMARKS)}, or a tasks .jsonl"),
+        typer.Option("--benchmark", "-b", help=f"{', '.join(BENCHMARKS)}, or a tasks .jsonl"),
     ] = "humaneval",
     k: Annotated[str, typer.Option(help="Comma-separated k values for pass@k.")] = "1,10,100",
     completion_mode: Annotated[
@@ -140,7 +141,9 @@ def score(
 
 @app.command("check-references")
 def check_references(
-    benchmark: Annotated[str, typer.Argument(help="A benchmark name or a tasks .jsonl.")] = "humaneval",
+    benchmark: Annotated[
+        str, typer.Argument(help="A benchmark name or a tasks .jsonl.")
+    ] = "humaneval",
     out: Annotated[Path, typer.Option(help="Where to write the samples and results.")] = Path(
         "runs/references"
     ),
