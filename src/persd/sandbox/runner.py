@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import linecache
 import traceback
+import types
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -128,12 +129,27 @@ def _compile_trusted(source: str, filename: str) -> Any:
     return compile(source, filename + str(hash(source)), "exec")
 
 
-def trusted_context(test_context: str) -> dict[str, Any]:
-    """The task's trusted helpers (HumanEval: the prompt's functions), run here, not there."""
+@lru_cache(maxsize=256)
+def _context(test_context: str) -> dict[str, Any]:
     ns = trusted_namespace()
     if test_context:
         exec(_compile_trusted(test_context, "<context>"), ns)
     return ns
+
+
+def trusted_context(test_context: str) -> dict[str, Any]:
+    """The task's trusted helpers (HumanEval: the prompt's functions), run here, not there.
+
+    Executed once per task and copied per sample: tests only read these names.
+    """
+    return dict(_context(test_context))
+
+
+@lru_cache(maxsize=256)
+def _check_function(test_context: str, source: str) -> tuple[dict[str, Any], Any]:
+    ns = trusted_context(test_context)
+    exec(_compile_trusted(source, CHECK_FILE), ns)
+    return ns, ns["check"]
 
 
 class _Candidate:
@@ -157,17 +173,16 @@ class _Candidate:
         return value
 
 
-def _check_test(
-    ch: Channel, i: int, test: Test, context: dict[str, Any], entry_point: str
-) -> Outcome:
-    ns = dict(context)
-    exec(_compile_trusted(test.source, CHECK_FILE), ns)
+def _check_test(ch: Channel, i: int, test: Test, test_context: str, entry_point: str) -> Outcome:
+    base, check = _check_function(test_context, test.source)
+    ns = dict(base)  # per sample: the check must see this sample's candidate, nobody else's
+    check = types.FunctionType(check.__code__, ns, check.__name__, check.__defaults__)
     candidate = _Candidate(ch, entry_point)
     # Inside the check the entry point's own name means the program's function (HumanEval/33
     # compares candidate(x) with sort_third(x)), not the prompt's docstring-only stub.
     ns[entry_point] = candidate
     try:
-        ns["check"](candidate)
+        check(candidate)
     except SampleRaised as e:
         return _raised_outcome(i, e, call=candidate.last_call)
     except AssertionError:
@@ -204,7 +219,7 @@ def run_tests(
             elif test.kind == "assert":
                 outcome = _assert_test(ch, i, test, context)
             else:
-                outcome = _check_test(ch, i, test, context, entry_point)
+                outcome = _check_test(ch, i, test, test_context, entry_point)
         except SampleExited:
             state.exited = True
             return state
