@@ -120,9 +120,7 @@ def score_samples(
     todo = [s for s in samples if s.index not in done]
     with Sandbox(config) as sandbox:
         used = {tasks[s.task_id].id: tasks[s.task_id] for s in samples}
-        limits = (
-            calibrate(list(used.values()), sandbox) if calibrate_limits else TimeLimits.fixed()
-        )
+        limits = calibrate(list(used.values()), sandbox) if calibrate_limits else TimeLimits.fixed()
         jobs = [
             Job.for_task(
                 tasks[s.task_id],

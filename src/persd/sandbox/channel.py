@@ -8,7 +8,7 @@ from typing import Any
 
 from persd.sandbox._child import codec
 
-MAX_FRAME = 64 << 20  # a reply larger than this is treated as a protocol violation
+MAX_FRAME = 16 << 20  # a larger reply is a protocol violation (parsing costs ~10x its size)
 
 
 class ChannelClosed(Exception):
@@ -33,7 +33,7 @@ class Channel:
     def recv(self) -> dict[str, Any]:
         size = codec.header_length(self._exact(codec.HEADER_SIZE))
         if size > MAX_FRAME:
-            raise ProtocolViolation("reply of %d bytes" % size)
+            raise ProtocolViolation(f"reply of {size} bytes")
         try:
             return codec.parse_frame(self._exact(size))
         except ValueError as e:

@@ -43,7 +43,7 @@ def _approx(expected: Any, actual: Any) -> bool:
         return (
             type(actual) is type(expected)
             and len(actual) == len(expected)
-            and all(_approx(e, a) for e, a in zip(expected, actual))
+            and all(_approx(e, a) for e, a in zip(expected, actual, strict=False))
         )
     if isinstance(expected, dict):
         return (

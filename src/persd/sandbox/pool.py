@@ -39,6 +39,7 @@ _BOOT = (
     "del sys.path[0]; zygote.main()"
 )
 _GRACE_S = 2.0  # how much longer than the sample's limit the parent waits for the worker
+_FIRST_OPS = ("ready", "syntax_error", "error", "exited")  # what harness.serve sends first
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,7 @@ def _read_paths(extra: Iterable[str]) -> list[str]:
                     paths.append(os.path.join(root, name))
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     if os.path.isdir(libdir):
-        paths += [
-            os.path.join(libdir, n) for n in os.listdir(libdir) if n.startswith("libpython")
-        ]
+        paths += [os.path.join(libdir, n) for n in os.listdir(libdir) if n.startswith("libpython")]
     paths += ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]
     paths += list(extra)
     return sorted(set(paths))
@@ -95,7 +94,7 @@ class _Worker:
 
     def __init__(self, config: SandboxConfig, index: int, base: Path) -> None:
         self.config = config
-        self.scratch = base / ("w%d" % index)
+        self.scratch = base / f"w{index}"
         self.scratch.mkdir(mode=0o711)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = {
@@ -104,11 +103,13 @@ class _Worker:
             "scratch_mb": config.scratch_mb,
             "read_paths": _read_paths(config.import_paths),
             "preimport": list(config.preimport),
-            "sample_uid": config.sample_uid + index,
+            # A uid range per Sandbox, so two sandboxes on one machine don't share a process
+            # budget; one uid per worker, so one sample's processes are all of that uid.
+            "sample_uid": config.sample_uid + (os.getpid() % 65536) * 256 + index % 256,
         }
         boot = _BOOT.format(dir=_CHILD_DIR)
         if config.import_paths:
-            boot = "import sys; sys.path[1:1] = %r; " % list(config.import_paths) + boot
+            boot = f"import sys; sys.path[1:1] = {list(config.import_paths)!r}; " + boot
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", boot, json.dumps(cfg)],
             pass_fds=[theirs.fileno()],
@@ -156,13 +157,16 @@ class _Worker:
         try:
             socket.send_fds(self.ctrl, [json.dumps(limits).encode()], [theirs.fileno()])
         except OSError as e:
-            raise SandboxError("sandbox worker is gone: %s" % e) from None
+            raise SandboxError(f"sandbox worker is gone: {e}") from None
         finally:
             theirs.close()
         ch = Channel(ours, deadline=time.monotonic() + wall + _GRACE_S)
         try:
             ch.send({"program": job.program, "setup": job.setup_code})
-            first = ch.recv()
+            reply = ch.recv()
+            if reply.get("op") not in _FIRST_OPS:
+                raise ProtocolViolation(f"unexpected first reply {str(reply.get('op'))!r}")
+            first = reply
             if first.get("op") == "ready":
                 state = run_tests(
                     ch, job.tests, test_context=job.test_context, entry_point=job.entry_point

@@ -42,7 +42,7 @@ class _Opaque:
         self.type_name, self.text = type_name, text
 
     def __repr__(self) -> str:
-        return self.text or "<%s object>" % self.type_name
+        return self.text or f"<{self.type_name} object>"
 
 
 @dataclass
@@ -57,7 +57,7 @@ def short(value: Any) -> str:
     try:
         text = repr(value)
     except Exception as e:  # noqa: BLE001 - values are plain data, but be safe
-        text = "<repr failed: %s>" % type(e).__name__
+        text = f"<repr failed: {type(e).__name__}>"
     return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
 
 
@@ -67,14 +67,14 @@ def _value(reply: dict[str, Any]) -> Any:
         try:
             return codec.decode(reply.get("value"))
         except (ValueError, TypeError, RecursionError) as e:
-            raise ProtocolViolation("bad value: %s" % e) from None
+            raise ProtocolViolation(f"bad value: {e}") from None
     if op == "unencodable":
         return _Opaque(str(reply.get("type", "?")), str(reply.get("repr", ""))[:MAX_REPR])
     if op == "raised":
         raise SampleRaised(reply)
     if op == "exited":
         raise SampleExited
-    raise ProtocolViolation("unexpected reply %r" % (op,))
+    raise ProtocolViolation(f"unexpected reply {op!r}")
 
 
 def _raised_outcome(index: int, e: SampleRaised, **kw: Any) -> Outcome:
@@ -107,7 +107,7 @@ def _assert_test(ch: Channel, i: int, test: Test, context: dict[str, Any]) -> Ou
     values: dict[str, Any] = {}
     for n, expr in enumerate(split.remote):
         try:
-            values["_r%d" % n] = _value(ch.request({"op": "eval", "expr": expr}))
+            values[f"_r{n}"] = _value(ch.request({"op": "eval", "expr": expr}))
         except SampleRaised as e:
             return _raised_outcome(i, e, call=expr, source=test.source)
     call = split.remote[0] if len(split.remote) == 1 else None
@@ -115,8 +115,18 @@ def _assert_test(ch: Channel, i: int, test: Test, context: dict[str, Any]) -> Ou
     if any(isinstance(v, _Opaque) for v in values.values()):
         return Outcome(index=i, passed=False, call=call, actual=actual, source=test.source,
                        message="a value is not plain data and cannot be compared")  # fmt: skip
+    # The program's functions called from a comprehension here (see remote.py).
+    calls = {name: _Candidate(ch, name) for name in split.calls}
     try:
-        ok = bool(eval(split.check, trusted_namespace({**context, **values}.items())))
+        namespace = trusted_namespace({**context, **values, **calls}.items())
+        ok = bool(eval(split.check, namespace))
+    except SampleRaised as e:
+        last = next(
+            (c.last_call for c in calls.values() if c.last_call and not c.last_actual), None
+        )
+        return _raised_outcome(i, e, call=last, source=test.source)
+    except (ChannelClosed, SampleExited, ProtocolViolation):
+        raise
     except Exception as e:  # noqa: BLE001 - the assertion itself failed to evaluate
         return Outcome(index=i, passed=False, call=call, actual=actual, source=test.source,
                        exception=type(e).__name__, message=str(e)[:MAX_REPR])  # fmt: skip
@@ -166,7 +176,7 @@ class _Candidate:
         try:
             payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
         except codec.Unencodable as e:
-            raise TypeError("test passes a non-data argument (%s) to the program" % e) from None
+            raise TypeError(f"test passes a non-data argument ({e}) to the program") from None
         reply = self.ch.request({"op": "apply", "fn": self.entry_point, **payload})
         value = _value(reply)
         self.last_actual = short(value)

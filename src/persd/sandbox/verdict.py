@@ -12,7 +12,6 @@ from typing import Any
 
 from persd.records import Feedback, Status, TestSet
 from persd.sandbox._child.harness import EXIT_MEMORY
-from persd.sandbox._child.zygote import EXIT_CONFINE
 from persd.sandbox.runner import RunState
 
 TAIL_CHARS = 1000
@@ -22,7 +21,7 @@ def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
-        return "signal %d" % number
+        return f"signal {number}"
 
 
 def classify(
@@ -36,21 +35,21 @@ def classify(
     """The status and a short sandbox-level detail, from facts first, then test results."""
     if "infra" in report:
         return "infra_error", str(report["infra"])
-    if first is None and report.get("exit_code") == EXIT_CONFINE:
+    if report.get("confine_failed"):  # set by the worker's code, never by the program's
         return "infra_error", "the sandbox could not confine the sample"
     reason = report.get("reason")
     if reason == "wall":
-        return "timeout", "wall-clock limit of %gs" % report.get("wall_limit_s", 0)
+        return "timeout", "wall-clock limit of {:g}s".format(report.get("wall_limit_s", 0))
     if reason == "cpu":
-        return "timeout", "CPU-time limit of %gs" % cpu_limit_s
+        return "timeout", f"CPU-time limit of {cpu_limit_s:g}s"
     if reason == "output":
-        return "output_limit", "wrote %d bytes to stdout/stderr" % report.get("output_bytes", 0)
+        return "output_limit", f"wrote {report.get('output_bytes', 0)} bytes to stdout/stderr"
     complete = first is not None and first.get("op") == "ready" and len(state.outcomes) == n_tests
     sig = report.get("signal")
     if not complete and sig is not None:
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report["cpu_s"] >= cpu_limit_s):
-            return "timeout", "CPU-time limit of %gs" % cpu_limit_s
-        return "crashed", "killed by %s" % _signal_name(sig)
+            return "timeout", f"CPU-time limit of {cpu_limit_s:g}s"
+        return "crashed", f"killed by {_signal_name(sig)}"
     if report.get("exit_code") == EXIT_MEMORY and not complete:
         return "memory", "out of memory while replying"
     exceptions = [o.exception for o in state.outcomes if o.exception]
@@ -68,10 +67,10 @@ def classify(
     if op == "exited" or state.exited:
         return "exited_early", "the program exited before every test ran"
     if state.corrupt:
-        return "error", "the program broke the test protocol (%s)" % state.corrupt[:100]
+        return "error", f"the program broke the test protocol ({state.corrupt[:100]})"
     if op != "ready" or state.closed:
         code = report.get("exit_code")
-        return "exited_early", "the process ended before every test ran (exit code %s)" % code
+        return "exited_early", f"the process ended before every test ran (exit code {code})"
     failure = next((o for o in state.outcomes if not o.passed), None)
     if failure is None:
         return "passed", None
@@ -95,7 +94,7 @@ def build_feedback(
     line = first.get("line")
     message = first.get("msg") if has_exc else None
     if status == "syntax_error" and line:
-        message = "%s (line %s)" % (message, line)
+        message = f"{message} (line {line})"
     return Feedback(
         status=status,
         test_set=test_set,

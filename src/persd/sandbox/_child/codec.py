@@ -25,7 +25,7 @@ class Unencodable(TypeError):
 def encode(value: Any, _depth: int = 0) -> Any:
     """A JSON-ready tagged tree of ``value``; raises Unencodable for non-data values."""
     if _depth > MAX_DEPTH:
-        raise Unencodable("nested deeper than %d" % MAX_DEPTH)
+        raise Unencodable(f"nested deeper than {MAX_DEPTH}")
     d = _depth + 1
     if value is None or value is True or value is False:
         return value
@@ -95,7 +95,7 @@ def decode(tree: Any, _depth: int = 0) -> Any:
     if tag == "c":
         re, im = _pair(body)
         return complex(decode(re, d), decode(im, d))
-    raise ValueError("unknown tag %r" % (tag,))
+    raise ValueError(f"unknown tag {tag!r}")
 
 
 def _items(body: Any) -> list:
@@ -121,7 +121,7 @@ def parse_frame(payload: bytes) -> dict:
     try:
         message = json.loads(payload)
     except (ValueError, RecursionError) as e:
-        raise ValueError("not JSON: %s" % e) from None
+        raise ValueError(f"not JSON: {e}") from None
     if type(message) is not dict:
         raise ValueError("frame is not an object")
     return message

@@ -31,7 +31,7 @@ PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 def _check(result: int, what: str) -> int:
     if result < 0:
         e = ctypes.get_errno()
-        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+        raise OSError(e, f"{what}: {os.strerror(e)}")
     return result
 
 
@@ -47,11 +47,12 @@ def set_caps(keep: tuple[int, ...] = ()) -> None:
     _check(_syscall(_SYS_CAPSET, header, data), "capset")
 
 
-def drop_to_uid(uid: int) -> None:
-    """Become ``uid`` (root mode), keeping only the right to read files.
+def drop_to_uid(uid: int, *, keep_read: bool) -> None:
+    """Become ``uid`` (root mode); with ``keep_read``, keep only the right to read files.
 
     Reading stays possible because Python's own library may live under a private home
-    directory (pyenv under /root); Landlock, not file modes, decides which paths are readable.
+    directory (pyenv under /root); that is safe only when Landlock, not file modes, decides
+    which paths are readable, so callers pass ``keep_read`` only when Landlock is active.
     A non-root uid is what makes the kernel enforce RLIMIT_NPROC and refuse signals to root's
     processes.
     """
@@ -59,7 +60,7 @@ def drop_to_uid(uid: int) -> None:
     os.setresgid(uid, uid, uid)
     _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
     os.setresuid(uid, uid, uid)
-    set_caps((CAP_DAC_READ_SEARCH,))
+    set_caps((CAP_DAC_READ_SEARCH,) if keep_read else ())
 
 
 def unshare(flags: int) -> int:
@@ -275,12 +276,18 @@ def vm_bytes() -> int:
 
 
 def count_processes(uid: int) -> int:
-    """How many processes ``uid`` runs now (RLIMIT_NPROC counts them all)."""
+    """How many processes ``uid`` runs now (RLIMIT_NPROC counts them all, by real uid).
+
+    Reads each process's real uid from /proc/<pid>/status: the owner of /proc/<pid> is root
+    for a process that changed uid (it is no longer dumpable), so stat() would miss them.
+    """
     n = 0
+    want = b"Uid:\t%d\t" % uid
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                n += os.stat("/proc/" + name).st_uid == uid
+                with open(f"/proc/{name}/status", "rb") as f:
+                    n += want in f.read()
             except OSError:
                 pass
     return n

@@ -46,15 +46,13 @@ def _safe_repr(value: Any) -> str:
     try:
         return _short(repr(value))
     except BaseException as e:  # noqa: BLE001 - a hostile __repr__ may raise anything
-        return "<repr failed: %s>" % type(e).__name__
+        return f"<repr failed: {type(e).__name__}>"
 
 
 def _exception(e: BaseException) -> dict:
     """Type, message and the traceback restricted to the program's own lines."""
     frames = [
-        f
-        for f in traceback.extract_tb(e.__traceback__)
-        if f.filename in (PROGRAM_FILE, SETUP_FILE)
+        f for f in traceback.extract_tb(e.__traceback__) if f.filename in (PROGRAM_FILE, SETUP_FILE)
     ]
     tb = "".join(traceback.format_list(frames))
     try:
@@ -114,7 +112,7 @@ def serve(sock: socket.socket) -> None:
                 fn = ns[request["fn"]]
                 value = fn(*codec.decode(request["args"]), **codec.decode(request["kwargs"]))
             else:
-                raise ValueError("unknown request %r" % (op,))
+                raise ValueError(f"unknown request {op!r}")
         except SystemExit:
             send(dumps({"op": "exited"}))
             return

@@ -82,7 +82,7 @@ class Worker:
             os.close(fd)
             if abi < 6:
                 self.warnings.append(
-                    "Landlock ABI %d < 6: signals are confined by seccomp only" % abi
+                    f"Landlock ABI {abi} < 6: signals are confined by seccomp only"
                 )
         self.features["seccomp"] = confine.seccomp_supported()
         if not self.features["seccomp"]:
@@ -112,9 +112,9 @@ class Worker:
                 with open("/proc/self/setgroups", "w") as f:
                     f.write("deny")
                 with open("/proc/self/uid_map", "w") as f:
-                    f.write("%d %d 1" % (uid, uid))
+                    f.write(f"{uid} {uid} 1")
                 with open("/proc/self/gid_map", "w") as f:
-                    f.write("%d %d 1" % (gid, gid))
+                    f.write(f"{gid} {gid} 1")
             except OSError:
                 return False
         return True  # a fresh network namespace has only a loopback device, and it is down
@@ -126,14 +126,14 @@ class Worker:
         ms_rec, ms_private = 0x4000, 0x40000
         if libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
             return False
-        opts = "size=%dm,mode=0711" % int(self.cfg["scratch_mb"])
+        opts = f"size={int(self.cfg['scratch_mb'])}m,mode=0711"
         target = self.scratch_base.encode()
         return libc.mount(b"persd-scratch", target, b"tmpfs", 0x2 | 0x8, opts.encode()) == 0
 
     def _refresh_nproc(self) -> None:
         # RLIMIT_NPROC counts every process of the uid: the limit is current usage + budget.
         now = time.monotonic()
-        if now - self.nproc_checked > 1.0:
+        if now - self.nproc_checked > 2.0:
             uid = self.sample_uid if self.sample_uid is not None else self.uid
             self.nproc_base = confine.count_processes(uid)
             self.nproc_checked = now
@@ -142,13 +142,16 @@ class Worker:
 
     def run(self, job: dict[str, Any], sock_fd: int) -> dict[str, Any]:
         self.serial += 1
-        scratch = os.path.join(self.scratch_base, "s%d" % self.serial)
+        scratch = os.path.join(self.scratch_base, f"s{self.serial}")
         os.mkdir(scratch, 0o700)
         if self.sample_uid is not None:
             os.chown(scratch, self.sample_uid, self.sample_uid)
         self._refresh_nproc()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # Written only by our code when confinement fails; closed before any untrusted byte
+        # runs, so a program can't pass its own exit(EXIT_CONFINE) off as a sandbox failure.
+        fail_r, fail_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the sample
             try:
@@ -157,18 +160,26 @@ class Worker:
                 import traceback
 
                 why = "".join(traceback.format_exception(e)[-3:])
-                os.write(err_w, ("persd sandbox: cannot confine: %s" % why).encode())
+                os.write(err_w, (f"persd sandbox: cannot confine: {why}").encode())
+                os.write(fail_w, b"!")
                 os._exit(EXIT_CONFINE)
             harness.main(SAMPLE_FD)
             os._exit(EXIT_CONFINE)
         os.close(sock_fd)
         os.close(out_w)
         os.close(err_w)
+        os.close(fail_w)
         try:
             report = self._supervise(pid, job, out_r, err_r)
+            os.set_blocking(fail_r, False)
+            try:
+                report["confine_failed"] = os.read(fail_r, 1) == b"!"
+            except BlockingIOError:
+                report["confine_failed"] = False
         finally:
             os.close(out_r)
             os.close(err_r)
+            os.close(fail_r)
         report["leftover"] = self._reap_all()
         for name in os.listdir(self.scratch_base):  # the sample may have made siblings
             path = os.path.join(self.scratch_base, name)
@@ -199,7 +210,7 @@ class Worker:
             processes=self.nproc_base + int(job["processes"]),
         )
         if self.sample_uid is not None:
-            confine.drop_to_uid(self.sample_uid)
+            confine.drop_to_uid(self.sample_uid, keep_read=self.features["landlock_abi"] >= 1)
         else:
             confine.set_caps(())
         confine.no_new_privs()
@@ -345,7 +356,7 @@ def _warm_up() -> None:
 
 def _cpu_seconds(pid: int) -> float:
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
+        with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
     except (OSError, IndexError, ValueError):
@@ -358,7 +369,7 @@ def _kill_children() -> int:
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open("/proc/%s/stat" % name, "rb") as f:
+                with open(f"/proc/{name}/stat", "rb") as f:
                     ppid = f.read().rsplit(b")", 1)[1].split()[1]
             except OSError:
                 continue
@@ -397,5 +408,5 @@ def main() -> None:
         try:
             report = worker.run(job, fds[0])
         except Exception as e:  # noqa: BLE001 - report, keep serving
-            report = {"op": "report", "infra": "%s: %s" % (type(e).__name__, e)}
+            report = {"op": "report", "infra": f"{type(e).__name__}: {e}"}
         ctrl.send(json.dumps(report).encode())
