@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+import persd
+
 NOBODY = 65534
 TARGET = Path("/tmp") / ("persd-user-" + uuid.uuid4().hex[:12])  # DAC lets nobody write here
 
@@ -83,17 +85,18 @@ def _blocking_ancestors(path: Path) -> list[Path]:
     return [p for p in reversed(path.parents) if not os.stat(p).st_mode & stat.S_IXOTH]
 
 
-def _nobody_can_run_python() -> bool:
+def _nobody_can_run_python(workdir: Path) -> bool:
     probe = [sys.executable, "-c", "import persd.sandbox"]
     cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *probe]
-    done = subprocess.run(cmd, capture_output=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(workdir / "src")}
+    done = subprocess.run(cmd, capture_output=True, cwd="/", env=env)
     return done.returncode == 0
 
 
 def _launcher(workdir: Path) -> list[str]:
     """The command prefix that runs a program as nobody with this interpreter reachable."""
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    if _nobody_can_run_python():
+    if _nobody_can_run_python(workdir):
         return drop
     prefix = Path(sys.base_prefix).resolve()
     blocking = _blocking_ancestors(prefix)
@@ -126,12 +129,27 @@ def run_as_nobody():
     workdir = Path(tempfile.mkdtemp(prefix="persd-user-test-"))
     os.chmod(workdir, 0o755)
     (workdir / "script.py").write_text(SCRIPT)
+    # A copy of the package others can read: the checkout may sit in a private directory
+    # (a CI clone under a 0700 temp dir), which nobody can't enter.
+    shutil.copytree(
+        Path(persd.__file__).parent,
+        workdir / "src" / "persd",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for path in (workdir / "src").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (workdir / "src").chmod(0o755)
     launcher = _launcher(workdir)
 
     def run(degraded: bool) -> dict:
         cmd = [*launcher, sys.executable, str(workdir / "script.py"), str(TARGET)]
         cmd.append("1" if degraded else "0")
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": "/tmp"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(workdir),
+            "TMPDIR": "/tmp",
+            "PYTHONPATH": str(workdir / "src"),
+        }
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env, timeout=60)
         assert done.returncode == 0, done.stderr[-3000:]
         return {**json.loads(done.stdout.splitlines()[-1]), "stderr": done.stderr}
