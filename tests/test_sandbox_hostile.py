@@ -510,8 +510,8 @@ CASES = [
     case("sys_modules_patch_harness_recv", """
         import sys
         for name, m in list(sys.modules.items()):
-            if hasattr(m, "serve") and hasattr(m, "recv"):
-                m.recv = lambda sock: {"op": "done"}
+            if hasattr(m, "FrameReader"):  # every later request reads as "stop now"
+                m.FrameReader.next = lambda self: b'{"op": "done"}'
         def add(a, b):
             return a + b
         """, "exited_early"),
@@ -699,8 +699,11 @@ CASES = [
          needs=("signals",), exception="PermissionError"),
     case("kill_bystander", "import os\nos.kill(@victim_pid@, 9)\n", "error",
          needs=("signals",), exception="PermissionError"),
+    # seccomp refuses kill(-1) outright (PermissionError) where it filters signals by pid;
+    # with Landlock signal scoping the kernel tries every process, may signal none outside
+    # the sample, and still returns 0, so the program goes on and fails for lack of add().
     case("kill_everything", "import os\nos.kill(-1, 9)\n", "error", needs=("signals",),
-         exception="PermissionError"),
+         exception=("PermissionError", "NameError")),
     case("killpg_parent_group", "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n",
          "error", needs=("signals",), exception="PermissionError"),
     case("pidfd_send_signal_parent", """

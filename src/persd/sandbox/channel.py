@@ -23,6 +23,10 @@ class Channel:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.deadline = deadline  # monotonic; the worker kills the sample before this
+        # One timeout for the whole exchange (changing it per recv costs syscalls); the
+        # deadline is checked between reads.
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        self._reader = codec.FrameReader(self._read, MAX_FRAME)
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -31,11 +35,14 @@ class Channel:
             raise ChannelClosed(str(e)) from None
 
     def recv(self) -> dict[str, Any]:
-        size = codec.header_length(self._exact(codec.HEADER_SIZE))
-        if size > MAX_FRAME:
-            raise ProtocolViolation(f"reply of {size} bytes")
         try:
-            return codec.parse_frame(self._exact(size))
+            payload = self._reader.next()
+        except EOFError:
+            raise ChannelClosed("end of stream") from None
+        except codec.FrameTooLarge as e:
+            raise ProtocolViolation(str(e)) from None
+        try:
+            return codec.parse_frame(payload)
         except ValueError as e:
             raise ProtocolViolation(str(e)) from None
 
@@ -43,23 +50,15 @@ class Channel:
         self.send(message)
         return self.recv()
 
-    def _exact(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise ChannelClosed("no reply before the deadline")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
-            except TimeoutError:
-                raise ChannelClosed("no reply before the deadline") from None
-            except OSError as e:
-                raise ChannelClosed(str(e)) from None
-            if not chunk:
-                raise ChannelClosed("end of stream")
-            buf += chunk
-        return bytes(buf)
+    def _read(self, n: int) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise ChannelClosed("no reply before the deadline")
+        try:
+            return self.sock.recv(n)
+        except TimeoutError:
+            raise ChannelClosed("no reply before the deadline") from None
+        except OSError as e:
+            raise ChannelClosed(str(e)) from None
 
     def close(self) -> None:
         self.sock.close()

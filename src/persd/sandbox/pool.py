@@ -120,12 +120,18 @@ class _Worker:
         )
         theirs.close()
         self.ctrl = ours
+        self.features: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    def wait_ready(self) -> _Worker:
+        """Wait for the worker's hello (workers start in parallel, then are waited for)."""
         hello = self._recv(timeout=30.0)
         if hello is None or hello.get("op") != "hello":
             self.close()
             raise SandboxError("sandbox worker failed to start (see its stderr above)")
-        self.features: dict[str, Any] = hello["features"]
-        self.warnings: list[str] = hello["warnings"]
+        self.features = hello["features"]
+        self.warnings = hello["warnings"]
+        return self
 
     def _recv(self, timeout: float) -> dict[str, Any] | None:
         self.ctrl.settimeout(timeout)
@@ -206,19 +212,27 @@ class Sandbox:
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
-        first = self._spawn()
-        self.features, self.warnings = first.features, first.warnings
+        starting = [self._start() for _ in range(self.config.workers)]
+        try:
+            workers = [w.wait_ready() for w in starting]
+        except SandboxError:
+            for w in starting:
+                w.close()
+            raise
+        self.features, self.warnings = workers[0].features, workers[0].warnings
         for w in self.warnings:
             log.warning("sandbox: %s", w)
-        self._idle.put(first)
-        for _ in range(self.config.workers - 1):
-            self._idle.put(self._spawn())
+        for worker in workers:
+            self._idle.put(worker)
 
-    def _spawn(self) -> _Worker:
+    def _start(self) -> _Worker:
         with self._lock:
             self._count += 1
             index = self._count
         return _Worker(self.config, index, self._base)
+
+    def _spawn(self) -> _Worker:
+        return self._start().wait_ready()
 
     def run(self, job: Job) -> Feedback:
         """Run one job on the next free worker; an infra failure respawns that worker."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 64
@@ -129,6 +130,40 @@ def parse_frame(payload: bytes) -> dict:
 
 def header_length(header: bytes) -> int:
     return _HEADER.unpack(header)[0]
+
+
+class FrameTooLarge(ValueError):
+    pass
+
+
+class FrameReader:
+    """Frames from a byte stream, read in large chunks: usually one syscall per message."""
+
+    def __init__(self, read: Callable[[int], bytes], max_size: int) -> None:
+        self._read = read  # returns b"" at end of stream
+        self._max = max_size
+        self._buf = bytearray()
+
+    def _fill(self) -> None:
+        chunk = self._read(1 << 16)
+        if not chunk:
+            raise EOFError
+        self._buf += chunk
+
+    def next(self) -> bytes:
+        """The next frame's payload; EOFError at end of stream, FrameTooLarge past the cap."""
+        buf = self._buf
+        while len(buf) < _HEADER.size:
+            self._fill()
+        size = _HEADER.unpack_from(buf)[0]
+        if size > self._max:
+            raise FrameTooLarge(f"frame of {size} bytes")
+        end = _HEADER.size + size
+        while len(buf) < end:
+            self._fill()
+        payload = bytes(buf[_HEADER.size : end])
+        del buf[:end]
+        return payload
 
 
 HEADER_SIZE = _HEADER.size

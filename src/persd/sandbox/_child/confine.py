@@ -196,13 +196,17 @@ _SENTINEL = 0x3FFFFFF1  # above any pid_max: marks where the sample's pid goes
 _template: tuple[bytearray, list[int], list[int]] | None = None
 
 
-def seccomp_filter(pid: int) -> bytes:
+def seccomp_filter(pid: int | None) -> bytes:
     """The BPF program for a sample whose process (and process group) id is ``pid``.
 
-    Assembled once per worker; a sample only patches its pid in (forked children pay for
-    every Python-level step, so the per-sample cost stays a few struct writes).
+    ``pid=None`` leaves signals to Landlock's scoping (ABI >= 6), which already confines them
+    to the sample's own processes; that program has no per-sample part and is prepared once
+    per worker. Otherwise the pid is patched into a template assembled once per worker:
+    forked children pay for every Python-level step.
     """
     global _template
+    if pid is None:
+        return _build_filter(None)
     if _template is None:
         prog = bytearray(_build_filter(_SENTINEL))
         ks = [struct.unpack_from("I", prog, off + 4)[0] for off in range(0, len(prog), 8)]
@@ -218,7 +222,7 @@ def seccomp_filter(pid: int) -> bytes:
     return bytes(out)
 
 
-def _build_filter(pid: int) -> bytes:
+def _build_filter(pid: int | None) -> bytes:
     nr_off, arch_off, arg0 = 0, 4, 16  # offsets in struct seccomp_data (arg0 low word)
     p: list[tuple] = [
         (_LD_W_ABS, 0, 0, arch_off),
@@ -227,21 +231,26 @@ def _build_filter(pid: int) -> bytes:
         (_JGE, "kill_process", 0, 0x40000000),  # the x32 ABI
     ]
     p += [(_JEQ, "eperm", 0, nr) for nr in _DENY_X86_64.values()]
+    if pid is not None:
+        p += [(_JEQ, "kill", 0, _NR["kill"]), (_JEQ, "tgkill", 0, _NR["tgkill"])]
     p += [
-        (_JEQ, "kill", 0, _NR["kill"]),
-        (_JEQ, "tgkill", 0, _NR["tgkill"]),
         (_JEQ, "clone", 0, _NR["clone"]),
         (_JEQ, "enosys", 0, _NR["clone3"]),  # flags live in memory; libc falls back to clone
         (_JEQ, "prlimit", 0, _NR["prlimit64"]),
         (_RET, 0, 0, _RET_ALLOW),
-        ("label", "kill"),  # only this sample's own process group
-        (_LD_W_ABS, 0, 0, arg0),
-        (_JEQ, "allow", 0, pid),
-        (_JEQ, "allow", 0, 0),
-        (_JEQ, "allow", "eperm", -pid),
-        ("label", "tgkill"),
-        (_LD_W_ABS, 0, 0, arg0),
-        (_JEQ, "allow", "eperm", pid),
+    ]
+    if pid is not None:
+        p += [
+            ("label", "kill"),  # only this sample's own process group
+            (_LD_W_ABS, 0, 0, arg0),
+            (_JEQ, "allow", 0, pid),
+            (_JEQ, "allow", 0, 0),
+            (_JEQ, "allow", "eperm", -pid),
+            ("label", "tgkill"),
+            (_LD_W_ABS, 0, 0, arg0),
+            (_JEQ, "allow", "eperm", pid),
+        ]
+    p += [
         ("label", "clone"),
         (_LD_W_ABS, 0, 0, arg0),
         (_JSET, "eperm", "allow", _CLONE_NS_FLAGS),
@@ -260,10 +269,15 @@ def _build_filter(pid: int) -> bytes:
     return _assemble(p)
 
 
-def seccomp(program: bytes) -> None:
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buf))
-    _check(_libc.prctl(22, 2, fprog, 0, 0), "prctl(SET_SECCOMP)")  # SECCOMP_MODE_FILTER
+class Seccomp:
+    """A BPF program in memory, ready to install with one prctl (also in a forked child)."""
+
+    def __init__(self, program: bytes) -> None:
+        self._buf = ctypes.create_string_buffer(program, len(program))
+        self._fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(self._buf))
+
+    def install(self) -> None:
+        _check(_libc.prctl(22, 2, self._fprog, 0, 0), "prctl(SET_SECCOMP)")  # MODE_FILTER
 
 
 # ---- rlimits ----------------------------------------------------------------------------------

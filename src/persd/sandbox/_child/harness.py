@@ -23,21 +23,6 @@ MAX_TEXT = 2000
 EXIT_MEMORY = 123  # MemoryError while the harness itself was replying
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def recv(sock: socket.socket) -> dict:
-    size = codec.header_length(_recv_exact(sock, codec.HEADER_SIZE))
-    return codec.parse_frame(_recv_exact(sock, size))
-
-
 def _short(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
@@ -77,7 +62,12 @@ def serve(sock: socket.socket) -> None:
     """Receive the job, run the program, answer requests until told to stop."""
     send = sock.sendall
     dumps = codec.dumps
-    job = recv(sock)
+    reader = codec.FrameReader(sock.recv, 1 << 40)  # the parent is trusted: no cap
+
+    def recv() -> dict:
+        return codec.parse_frame(reader.next())
+
+    job = recv()
     program, setup = job["program"], job.get("setup", "")
     ns: dict[str, Any] = {"__name__": "__candidate__", "__builtins__": builtins}
     _register(PROGRAM_FILE, program)
@@ -101,7 +91,7 @@ def serve(sock: socket.socket) -> None:
             return
     send(dumps({"op": "ready"}))
     while True:
-        request = recv(sock)
+        request = recv()
         op = request.get("op")
         if op == "done":
             return

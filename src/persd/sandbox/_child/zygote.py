@@ -98,8 +98,20 @@ class Worker:
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         self._refresh_nproc()
         _warm_up()
+        self.seccomp: confine.Seccomp | None = None
         if self.features["seccomp"]:
-            confine.seccomp_filter(os.getpid())  # assemble the template once, here
+            if abi >= 6:  # signals confined by Landlock: one program for every sample
+                self.seccomp = confine.Seccomp(confine.seccomp_filter(None))
+            else:
+                confine.seccomp_filter(os.getpid())  # assemble the template once, here
+        # Per-sample state a fork inherits instead of building: the scratch path is the same
+        # for every sample (one at a time per worker), so the environment is set once here.
+        self.scratch = os.path.join(self.scratch_base, "s")
+        os.environ.clear()
+        os.environ.update(
+            HOME=self.scratch, TMPDIR=self.scratch, PATH="/usr/bin:/bin", LANG="C.UTF-8"
+        )
+        self.devnull = os.open("/dev/null", os.O_RDONLY)
         self.vm_base = confine.vm_bytes()  # a fork starts with the same address space
         return {"op": "hello", "features": self.features, "warnings": self.warnings}
 
@@ -142,7 +154,7 @@ class Worker:
 
     def run(self, job: dict[str, Any], sock_fd: int) -> dict[str, Any]:
         self.serial += 1
-        scratch = os.path.join(self.scratch_base, f"s{self.serial}")
+        scratch = self.scratch
         os.mkdir(scratch, 0o700)
         if self.sample_uid is not None:
             os.chown(scratch, self.sample_uid, self.sample_uid)
@@ -193,15 +205,12 @@ class Worker:
         self, job: dict[str, Any], scratch: str, sock_fd: int, out_w: int, err_w: int
     ) -> None:
         os.setsid()  # its own process group: the unit the worker kills
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
+        os.dup2(self.devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         if sock_fd != SAMPLE_FD:
             os.dup2(sock_fd, SAMPLE_FD, inheritable=False)
-        os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update(HOME=scratch, TMPDIR=scratch, PATH="/usr/bin:/bin", LANG="C.UTF-8")
+        os.chdir(scratch)  # HOME and TMPDIR already point here (see setup)
         confine.set_limits(
             address_space=self.vm_base + int(job["memory_bytes"]),
             cpu_s=int(job["cpu_s"]) + 1,
@@ -216,8 +225,10 @@ class Worker:
         confine.no_new_privs()
         if self.features["landlock_abi"] >= 1:
             confine.landlock_restrict(RULESET_FD)
-        if self.features["seccomp"]:
-            confine.seccomp(confine.seccomp_filter(os.getpid()))
+        if self.seccomp is not None:
+            self.seccomp.install()
+        elif self.features["seccomp"]:
+            confine.Seccomp(confine.seccomp_filter(os.getpid())).install()
         os.closerange(SAMPLE_FD + 1, 1 << 16)  # the control socket above all
 
     def _supervise(self, pid: int, job: dict[str, Any], out_r: int, err_r: int) -> dict:
