@@ -35,7 +35,7 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it).")
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", help="Samples in flight (default: 4 x cores).")
+    int | None, typer.Option("--workers", help="Samples in flight (default: 8 x cores).")
 ]
 WallOpt = Annotated[
     float | None, typer.Option("--wall-limit", help="Wall-clock seconds per sample (default 3).")

@@ -20,7 +20,7 @@ class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workers: int = Field(
-        default_factory=lambda: 4 * (os.cpu_count() or 1),
+        default_factory=lambda: 8 * (os.cpu_count() or 1),
         ge=1,
         description="samples in flight; more than cores, since a sleeping sample uses no CPU",
     )
