@@ -135,8 +135,9 @@ def _assert_test(ch: Channel, i: int, test: Test, context: dict[str, Any]) -> Ou
 
 @lru_cache(maxsize=1024)
 def _compile_trusted(source: str, filename: str) -> Any:
-    linecache.cache[filename + str(hash(source))] = (len(source), None, source.splitlines(True), "")
-    return compile(source, filename + str(hash(source)), "exec")
+    name = f"{filename}{hash(source)}"  # unique per source, so tracebacks show the right lines
+    linecache.cache[name] = (len(source), None, source.splitlines(True), "")
+    return compile(source, name, "exec")
 
 
 @lru_cache(maxsize=256)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -18,6 +17,7 @@ from typing import Any
 from persd.errors import DataError, PersdError
 from persd.records import Task
 from persd.tasks.asserts import TestSyntaxError, assert_to_test
+from persd.tasks.templates_io import prompt_template
 
 DATA_FILE = "mbpp.jsonl"
 LICENSE = "MBPP (Austin et al., 2021), Google Research, CC-BY-4.0; tests split by persd"
@@ -98,15 +98,11 @@ def _called_names(statement: str) -> list[str]:
     return names
 
 
-@functools.cache
-def _prompt_template() -> str:
-    path = resources.files("persd") / "tasks" / "templates" / "mbpp_prompt.txt"
-    return path.read_text(encoding="utf-8")
-
-
 def mbpp_prompt(instruction: str, example: str) -> str:
     """The student's prompt: the instruction and one example, in a docstring."""
-    return _prompt_template().format(instruction=instruction.strip(), example=example)
+    return prompt_template("mbpp_prompt.txt").format(
+        instruction=instruction.strip(), example=example
+    )
 
 
 def task_from_row(row: Mapping[str, Any], *, path: str = DATA_FILE, line: int = 0) -> Task:

@@ -8,10 +8,8 @@ caller can say "skipped 3 of 200 tasks" and list why. Nothing is dropped silentl
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from persd.errors import DataError
 from persd.records import Comparison, Task, Test
 from persd.tasks.asserts import TestSyntaxError, source_to_test, structured_test
+from persd.tasks.templates_io import prompt_template
 
 # Said after "'<field>' is missing", so the user knows what to put there.
 _FIELD_HELP = {
@@ -200,12 +199,8 @@ def _tests(
     return tuple(tests)
 
 
-@functools.cache
-def _prompt_template() -> str:
-    path = resources.files("persd") / "tasks" / "templates" / "pool_prompt.txt"
-    return path.read_text(encoding="utf-8")
-
-
 def default_prompt(instruction: str, entry_point: str) -> str:
     """The prompt of a task that gives none: its instruction and the function's name."""
-    return _prompt_template().format(instruction=instruction.strip(), entry_point=entry_point)
+    return prompt_template("pool_prompt.txt").format(
+        instruction=instruction.strip(), entry_point=entry_point
+    )

@@ -41,7 +41,6 @@ class Worker:
         self.nproc_checked = 0.0
         self.scratch_base = cfg["scratch_base"]
         self.read_paths = list(cfg["read_paths"])
-        self.serial = 0
 
     # ---- start-up ---------------------------------------------------------------------------
 
@@ -153,7 +152,6 @@ class Worker:
     # ---- one sample ---------------------------------------------------------------------------
 
     def run(self, job: dict[str, Any], sock_fd: int) -> dict[str, Any]:
-        self.serial += 1
         scratch = self.scratch
         os.mkdir(scratch, 0o700)
         if self.sample_uid is not None:
