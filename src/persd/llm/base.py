@@ -1,0 +1,103 @@
+"""The two protocols every model backend implements, and the records they exchange.
+
+A *student* is local weights we sample many programs from (and later fine-tune); a *teacher*
+is a chat model behind an OpenAI-compatible HTTP API. Pipeline stages see only these
+protocols, so a backend can change (transformers, llama.cpp, vLLM; OpenAI, a vLLM server, a
+managed llama.cpp server) without a stage knowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(_Record):
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+# A student prompt is either raw text to continue (base models, HumanEval-style completion)
+# or a conversation that the backend renders with the model's own chat template.
+Prompt = str | tuple[Message, ...]
+
+
+class SamplingParams(_Record):
+    """How to sample. Shared by students and teachers so caches key on one shape."""
+
+    n: int = Field(1, ge=1, description="samples per prompt")
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class Generation(_Record):
+    """One sampled continuation of one prompt."""
+
+    text: str  # raw model output, stop sequence removed
+    tokens_in: int
+    tokens_out: int
+    finish_reason: FinishReason
+
+
+class TeacherReply(_Record):
+    """One teacher completion, with what it cost and where it came from."""
+
+    text: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: FinishReason
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False  # served from the cache: no HTTP call was made for it
+    cache_key: str = ""
+
+
+@runtime_checkable
+class Student(Protocol):
+    """Local weights that sample programs."""
+
+    @property
+    def model_id(self) -> str:
+        """What was sampled: base model name, plus adapter/round when there is one."""
+        ...
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Generation]]:
+        """``params.n`` generations for each prompt, in prompt order."""
+        ...
+
+    def close(self) -> None:
+        """Free the weights (and any server or thread the backend started)."""
+        ...
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """A chat model behind an API, cached and budgeted."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    async def chat(
+        self, messages: Sequence[Message], params: SamplingParams
+    ) -> list[TeacherReply]:
+        """``params.n`` replies to one conversation."""
+        ...
+
+    async def aclose(self) -> None: ...
