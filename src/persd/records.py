@@ -6,7 +6,7 @@ every stage (and the sandbox's trusted parent) can use them without pulling anyt
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +22,7 @@ Status = Literal[
     "crashed",  # killed by a signal we did not send (segfault, abort)
     "infra_error",  # the sandbox itself failed; says nothing about the program
 ]
-TestSet = Literal["seen", "hidden"]
+TestSet = Literal["seen", "hidden", "all"]  # "all": seen + hidden (training tasks only)
 TestKind = Literal["call", "assert", "check"]
 Comparison = Literal["eq", "approx"]
 
@@ -124,3 +124,71 @@ class ScoredSample(Record):
     status: Status
     passed: bool
     feedback: Feedback
+
+
+def all_tests(task: Task) -> tuple[Test, ...]:
+    """Seen and hidden tests of a training task, each once (MBPP's seen test is also hidden)."""
+    seen_sources = {t.source for t in task.tests_hidden}
+    return task.tests_hidden + tuple(t for t in task.tests_seen if t.source not in seen_sources)
+
+
+# ---- pipeline records: one JSONL per stage, each row keyed by ``id`` -----------------------
+
+Variant = Literal["stand", "inpd", "persd", "persd_refine", "persd_combined", "persd_combined_inpd"]
+ExampleFormat = Literal["text2code", "refine"]
+
+
+class Attempt(Record):
+    """One program the student wrote for one task."""
+
+    id: str  # "<task_id>#r<round>a<index>": stable across reruns
+    task_id: str
+    round: int = 0
+    index: int = 0
+    model_id: str
+    prompt: str  # the rendered prompt text (chat prompts: the user message)
+    raw: str  # model output as generated
+    code: str  # the full program extracted from ``raw``
+    tokens_in: int = 0
+    tokens_out: int = 0
+    sampling: dict[str, Any] = {}
+
+
+class Execution(Record):
+    """A program run against a task's tests: attempts on seen tests, teacher code on all."""
+
+    id: str  # the id of the attempt / solution / refinement that was run
+    task_id: str
+    feedback: Feedback
+
+
+class TeacherCall(Record):
+    """One teacher answer: a direct solution (``attempt_id`` None) or a refinement."""
+
+    id: str  # "<task_id>#s<j>" for solutions, "<attempt_id>#f<j>" for refinements
+    task_id: str
+    attempt_id: str | None = None
+    model_id: str
+    messages: tuple[dict[str, str], ...]
+    raw: str
+    code: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    cache_key: str = ""
+
+
+class Example(Record):
+    """One training row: loadable with ``datasets.load_dataset("json")``."""
+
+    id: str
+    variant: Variant
+    format: ExampleFormat
+    prompt: str
+    completion: str
+    task_id: str
+    attempt_id: str | None = None  # lineage: which failed attempt ...
+    teacher_id: str | None = None  # ... and which teacher answer this row came from
+    verified: bool = True  # the exact training program passed all the task's tests

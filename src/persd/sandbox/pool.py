@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import SandboxError
-from persd.records import Feedback, Task, Test, TestSet
+from persd.records import Feedback, Task, Test, TestSet, all_tests
 from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation
 from persd.sandbox.config import SandboxConfig
 from persd.sandbox.runner import RunState, run_tests
@@ -60,7 +60,9 @@ class Job:
         cls, task: Task, program: str, test_set: TestSet = "hidden", **limits: float | None
     ) -> Job:
         """Run ``program`` against one of ``task``'s test sets."""
-        tests = task.tests_hidden if test_set == "hidden" else task.tests_seen
+        tests = {"hidden": task.tests_hidden, "seen": task.tests_seen}.get(test_set)
+        if tests is None:
+            tests = all_tests(task)
         return cls(
             program=program,
             tests=tests,

@@ -1,0 +1,104 @@
+"""Chat prompt templates kept as files: turns, placeholders, and the one refinement prompt.
+
+A template is text with ``=== user ===`` / ``=== assistant ===`` / ``=== system ===`` lines
+starting each turn and ``{{name}}`` placeholders. Shipped templates live in
+``persd/llm/templates/``; a user passes a path to replace one. Placeholders are filled in one
+pass, so a value that itself contains ``{{code}}`` is never filled again.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from persd.errors import PersdError
+from persd.llm.base import Message, Prompt
+
+_TURN = re.compile(r"^=== (user|assistant|system) ===[ \t]*$", re.MULTILINE)
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+
+# Shipped templates by name; the pipeline config names one of these or a file path.
+SHIPPED = ("teacher_solve", "teacher_refine_paper", "teacher_refine_chat", "student_refine")
+
+
+class TemplateError(PersdError):
+    pass
+
+
+@cache
+def _read(name_or_path: str) -> tuple[str, str]:
+    if name_or_path in SHIPPED:
+        text = resources.files("persd.llm").joinpath(f"templates/{name_or_path}.txt").read_text()
+        return name_or_path, text
+    path = Path(name_or_path)
+    try:
+        return str(path), path.read_text(encoding="utf-8")
+    except OSError as e:
+        shipped = ", ".join(SHIPPED)
+        raise TemplateError(
+            f"template '{name_or_path}': cannot read ({e.strerror}); "
+            f"give a file path or one of: {shipped}"
+        ) from None
+
+
+def load_turns(name_or_path: str) -> tuple[tuple[str, str], ...]:
+    """The (role, text) turns of a template, placeholders unfilled."""
+    where, text = _read(name_or_path)
+    parts = _TURN.split(text)
+    if parts[0].strip() or len(parts) < 3:
+        raise TemplateError(f"template {where}: must start with a '=== user ===' line")
+    turns = tuple(
+        (role, body.strip("\n")) for role, body in zip(parts[1::2], parts[2::2], strict=True)
+    )
+    if turns[-1][0] != "user":
+        raise TemplateError(f"template {where}: the last turn must be the user's")
+    return turns
+
+
+def placeholders(name_or_path: str) -> set[str]:
+    return {m for _, body in load_turns(name_or_path) for m in _SLOT.findall(body)}
+
+
+def render_chat(name_or_path: str, values: dict[str, str]) -> tuple[Message, ...]:
+    """Fill a template's placeholders; every placeholder must have a value."""
+    missing = placeholders(name_or_path) - values.keys()
+    if missing:
+        where = _read(name_or_path)[0]
+        raise TemplateError(f"template {where}: no value for {{{{{sorted(missing)[0]}}}}}")
+
+    def fill(body: str) -> str:
+        return _SLOT.sub(lambda m: values[m.group(1)], body)
+
+    return tuple(Message(role=role, content=fill(body)) for role, body in load_turns(name_or_path))
+
+
+def as_text(messages: tuple[Message, ...]) -> str:
+    """A conversation flattened for base (non-chat) models: the turns' text, in order."""
+    return "\n\n".join(m.content for m in messages)
+
+
+def refine_prompt(
+    *,
+    task_text: str,
+    code: str,
+    feedback: str,
+    header: str,
+    chat: bool,
+    template: str = "student_refine",
+) -> Prompt:
+    """The ONE student refinement prompt: training (PERsD-refine) and inference use it alike.
+
+    ``header`` is what a base model continues from (the task's prompt); chat models get the
+    conversation and answer with a whole program.
+    """
+    messages = render_chat(template, {"task": task_text, "code": code, "feedback": feedback})
+    if chat:
+        return messages
+    return as_text(messages) + "\n\n" + header
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """What to store as an example's prompt: chat prompts keep the last user message."""
+    return prompt if isinstance(prompt, str) else prompt[-1].content

@@ -1,0 +1,74 @@
+"""Config sections of the distillation loop (mounted into ``persd.config.RunConfig``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from persd.records import Variant
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolConfig(_Section):
+    """Which tasks the student trains on."""
+
+    source: str = Field(
+        "mbpp-validation+mbpp-train",
+        description="'+'-joined benchmark names (never an evaluation split) or a JSONL path",
+    )
+    limit: int | None = Field(None, ge=1, description="use the first N tasks after shuffling")
+    shuffle_seed: int = 0
+    decontaminate: bool = True
+    decontaminate_against: tuple[str, ...] = ("humaneval", "mbpp-test")
+    ngram: int = Field(13, ge=4, description="word n-gram length for the overlap check")
+
+
+class AttemptConfig(_Section):
+    """The student's attempts (the paper: one attempt at temperature 0.3)."""
+
+    n: int = Field(1, ge=1, description="attempts per task")
+    temperature: float = Field(0.3, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(384, ge=16)
+    seed: int = 0
+
+
+class TeachConfig(_Section):
+    """Teacher calls: direct solutions (StanD/InpD, and the paper template's reference) and
+    refinements of failed attempts."""
+
+    refine_template: str = Field(
+        "teacher_refine_paper",
+        description="teacher_refine_paper (two turns, reference as the teacher's own answer), "
+        "teacher_refine_chat (one turn), or a template file",
+    )
+    solve_template: str = "teacher_solve"
+    refinements_per_failure: int = Field(1, ge=1)
+    temperature: float = Field(0.3, ge=0.0, description="the paper used 1.0 unseeded; we seed")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, ge=16)
+    seed: int = 0
+    solve: bool = Field(True, description="ask for direct solutions (needed by stand/inpd)")
+    feedback_max_chars: int = Field(1200, ge=100)
+
+
+class DataConfig(_Section):
+    """Which training sets to build, and how."""
+
+    variants: tuple[Variant, ...] = (
+        "stand",
+        "inpd",
+        "persd",
+        "persd_refine",
+        "persd_combined",
+        "persd_combined_inpd",
+    )
+    format: Literal["chat", "base"] = Field(
+        "chat", description="chat: fenced program as the assistant turn; base: prompt+completion"
+    )
+    unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
+    refine_template: str = "student_refine"

@@ -1,0 +1,151 @@
+"""The run directory: one append-only JSONL per stage, keyed by record id.
+
+A stage asks the store which ids it already has, computes only the missing ones and appends
+each result as soon as it exists. A process killed mid-write leaves at most one torn last
+line; the store drops it on open (with a warning) so the rerun recomputes exactly that record.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml          the resolved config this directory belongs to
+      attempts.jsonl       Attempt        (student programs)
+      executions.jsonl     Execution      (attempts on seen tests)
+      solutions.jsonl      TeacherCall    (teacher's direct solutions)
+      refinements.jsonl    TeacherCall    (teacher's fixes of failed attempts)
+      verifications.jsonl  Execution      (teacher code on all tests)
+      data/<variant>.jsonl Example        (training sets, rebuilt from the above)
+      teacher.sqlite       response cache and cost ledger
+      logs/                server and run logs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from persd.errors import DataError, PersdError
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=BaseModel)
+
+
+class RunDirError(PersdError):
+    pass
+
+
+class StageFile:
+    """One stage's JSONL: ids on disk, append, read back as records."""
+
+    def __init__(self, path: Path, record: type[R]) -> None:
+        self.path, self.record = path, record
+        self._ids: set[str] | None = None
+
+    def _repair_tail(self) -> None:
+        # A kill -9 during a write leaves a last line without its newline: drop it.
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with self.path.open("rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            data = self.path.read_bytes()
+            cut = data.rfind(b"\n") + 1
+            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(data) - cut)
+            f.truncate(cut)
+
+    def ids(self) -> set[str]:
+        if self._ids is None:
+            self._ids = {r.id for r in self.read()}  # type: ignore[attr-defined]
+        return self._ids
+
+    def read(self) -> list:
+        self._repair_tail()
+        if not self.path.exists():
+            return []
+        out = []
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(self.record.model_validate_json(line))
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    field = ".".join(str(p) for p in err["loc"]) or None
+                    raise DataError(self.path, n, field, err["msg"].lower()) from None
+        return out
+
+    def append(self, records: Iterable[BaseModel]) -> None:
+        """Write records durably, one line each, as soon as they exist."""
+        self._repair_tail()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for r in records:
+                f.write(r.model_dump_json() + "\n")
+                f.flush()
+                if self._ids is not None:
+                    self._ids.add(r.id)  # type: ignore[attr-defined]
+            os.fsync(f.fileno())
+
+    def rewrite(self, records: Iterable[BaseModel]) -> None:
+        """Replace the file atomically (derived outputs such as training sets)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(r.model_dump_json() + "\n")
+        os.replace(tmp, self.path)
+        self._ids = None
+
+
+class RunStore:
+    """A run directory bound to one config."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.logs = root / "logs"
+
+    def bind(self, config: BaseModel, *, force: bool = False) -> None:
+        """Create the directory, or check it belongs to ``config`` (no silent stacking)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        snapshot = self.root / "config.yaml"
+        text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+        if snapshot.exists() and snapshot.read_text() != text and not force:
+            old = yaml.safe_load(snapshot.read_text()) or {}
+            new = yaml.safe_load(text)
+            changed = sorted(_diff_keys(old, new))
+            raise RunDirError(
+                f"{self.root}: holds a run with a different config (changed: "
+                f"{', '.join(changed[:5])}); use another --run-dir, or --force to continue anyway"
+            )
+        snapshot.write_text(text)
+
+    def stage(self, name: str, record: type[R]) -> StageFile:
+        return StageFile(self.root / f"{name}.jsonl", record)
+
+    def dataset(self, variant: str, record: type[R]) -> StageFile:
+        return StageFile(self.root / "data" / f"{variant}.jsonl", record)
+
+
+def _diff_keys(old: object, new: object, prefix: str = "") -> Iterator[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in set(old) | set(new):
+            yield from _diff_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+    elif old != new:
+        yield prefix.rstrip(".")
+
+
+def read_json_lines(path: Path) -> Iterator[dict]:
+    """Plain dict rows of a JSONL file (for reports and tools)."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
