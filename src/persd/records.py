@@ -184,7 +184,7 @@ class Example(Record):
     """One training row: loadable with ``datasets.load_dataset("json")``."""
 
     id: str
-    variant: Variant
+    variant: str  # a Variant, or "<variant>_nofilter" for the unverified ablation sets
     format: ExampleFormat
     prompt: str
     completion: str

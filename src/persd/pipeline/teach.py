@@ -87,19 +87,20 @@ def refine_requests(
     return out, fallbacks
 
 
-async def _ask(
+async def ask_teacher(
     requests: Sequence[_Request],
-    make_teacher: Callable[[], Teacher],
+    teacher: Teacher,
     cfg: TeachConfig,
     out: StageFile,
+    *,
     extract: Extract,
-    on_done: Callable[[int], None] | None,
+    on_done: Callable[[int], None] | None = None,
 ) -> int:
+    """Send every request not already answered in ``out``; returns how many were sent."""
     done = out.ids()
     todo = [r for r in requests if r.id not in done]
     if not todo:
         return 0
-    teacher = make_teacher()  # per event loop: an async HTTP client is bound to its loop
 
     async def one(req: _Request) -> TeacherCall:
         params = SamplingParams(
@@ -143,18 +144,4 @@ async def _ask(
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             out.append([r for r in results if isinstance(r, TeacherCall)])
-        await teacher.aclose()
     return len(todo)
-
-
-def ask_teacher(
-    requests: Sequence[_Request],
-    make_teacher: Callable[[], Teacher],
-    cfg: TeachConfig,
-    out: StageFile,
-    *,
-    extract: Extract,
-    on_done: Callable[[int], None] | None = None,
-) -> int:
-    """Send every request not already answered in ``out``; returns how many were sent."""
-    return asyncio.run(_ask(requests, make_teacher, cfg, out, extract, on_done))

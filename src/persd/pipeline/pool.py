@@ -1,0 +1,71 @@
+"""The training task pool: load, refuse evaluation data, decontaminate, subsample."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from persd.errors import PersdError
+from persd.pipeline.config import PoolConfig
+from persd.records import Task
+from persd.tasks import BENCHMARKS, load_benchmark, load_task_pool
+from persd.tasks.decontaminate import decontaminate
+
+
+class PoolError(PersdError):
+    pass
+
+
+@dataclass
+class Pool:
+    tasks: tuple[Task, ...]
+    notes: list[str] = field(default_factory=list)  # what was removed, and why
+    removed: dict[str, str] = field(default_factory=dict)  # task id -> reason
+
+
+def load_pool(cfg: PoolConfig) -> Pool:
+    """The tasks the loop trains on, with a note for everything left out."""
+    tasks: list[Task] = []
+    notes: list[str] = []
+    removed: dict[str, str] = {}
+    for part in (p.strip() for p in cfg.source.split("+")):
+        if part.lower() in cfg.decontaminate_against:
+            raise PoolError(
+                f"pool.source: '{part}' is an evaluation benchmark; training on it would "
+                "score the student on its own training data"
+            )
+        if part.endswith(".jsonl"):
+            result = load_task_pool(Path(part), strict=False)
+            tasks += result.tasks
+            if result.skipped:
+                notes.append(f"{part}: skipped {len(result.skipped)} malformed record(s)")
+        elif part.lower() in BENCHMARKS:
+            tasks += load_benchmark(part)
+        else:
+            raise PoolError(
+                f"pool.source: '{part}' is neither a benchmark ({', '.join(BENCHMARKS)}) "
+                "nor a .jsonl task file"
+            )
+    usable = []
+    for t in tasks:
+        if not t.tests_seen:
+            removed[t.id] = "no seen test (no feedback possible)"
+        else:
+            usable.append(t)
+    if len(usable) < len(tasks):
+        notes.append(f"skipped {len(tasks) - len(usable)} task(s) without a seen test")
+    if cfg.decontaminate:
+        bench = [t for name in cfg.decontaminate_against for t in load_benchmark(name)]
+        result = decontaminate(usable, bench, n=cfg.ngram)
+        usable = list(result.kept)
+        removed.update({k: f"overlaps {v}" for k, v in result.removed.items()})
+        notes.append(result.describe())
+    if cfg.limit is not None and cfg.limit < len(usable):
+        random.Random(cfg.shuffle_seed).shuffle(usable)
+        order = {t.id: i for i, t in enumerate(tasks)}
+        usable = sorted(usable[: cfg.limit], key=lambda t: order[t.id])
+        notes.append(f"using {cfg.limit} of the pool's tasks (pool.limit, seed {cfg.shuffle_seed})")
+    if not usable:
+        raise PoolError(f"pool.source '{cfg.source}': no usable task left")
+    return Pool(tasks=tuple(usable), notes=notes, removed=removed)

@@ -1,0 +1,92 @@
+"""The numbers a run ends with, computed from the run directory alone (so a rerun that did
+nothing new reports the same table)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, Field
+
+from persd.records import Attempt, Example, Execution, TeacherCall
+
+
+class RunSummary(BaseModel):
+    tasks: int
+    tasks_removed: int = 0
+    attempts: int = 0
+    attempts_passed: int = 0
+    failures: dict[str, int] = Field(default_factory=dict)  # status or exception type -> count
+    solutions: int = 0
+    solutions_verified: int = 0
+    refinements: int = 0
+    refinements_verified: int = 0
+    examples: dict[str, int] = Field(default_factory=dict)
+    teacher_calls_new: int = 0  # HTTP calls made by THIS invocation (0 on a complete rerun)
+    teacher_tokens_in: int = 0
+    teacher_tokens_out: int = 0
+    teacher_cost_usd: float = 0.0
+    stage_seconds: dict[str, float] = Field(default_factory=dict)  # this invocation
+
+    @property
+    def attempt_pass_rate(self) -> float:
+        return self.attempts_passed / self.attempts if self.attempts else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.refinements_verified / self.refinements if self.refinements else 0.0
+
+    @property
+    def cost_per_accepted(self) -> float | None:
+        accepted = self.refinements_verified
+        return self.teacher_cost_usd / accepted if accepted else None
+
+
+def failure_kind(execution: Execution) -> str:
+    fb = execution.feedback
+    if fb.status == "error":
+        first = fb.first_failure
+        return (first.exception if first and first.exception else fb.exception) or "error"
+    return fb.status
+
+
+def summarise(
+    *,
+    tasks: int,
+    tasks_removed: int,
+    attempts: Sequence[Attempt],
+    executions: Mapping[str, Execution],
+    solutions: Sequence[TeacherCall],
+    refinements: Sequence[TeacherCall],
+    verifications: Mapping[str, Execution],
+    datasets: Mapping[str, Sequence[Example]],
+    teacher_calls_new: int,
+    stage_seconds: Mapping[str, float],
+) -> RunSummary:
+    ran = [executions[a.id] for a in attempts if a.id in executions]
+    failures = Counter(failure_kind(e) for e in ran if not e.feedback.passed)
+
+    def verified(calls: Sequence[TeacherCall]) -> int:
+        return sum(
+            1 for c in calls if c.id in verifications and verifications[c.id].feedback.passed
+        )
+
+    calls = [*solutions, *refinements]
+    return RunSummary(
+        tasks=tasks,
+        tasks_removed=tasks_removed,
+        attempts=len(ran),
+        attempts_passed=sum(e.feedback.passed for e in ran),
+        failures=dict(failures.most_common()),
+        solutions=len(solutions),
+        solutions_verified=verified(solutions),
+        refinements=len(refinements),
+        refinements_verified=verified(refinements),
+        examples={name: len(rows) for name, rows in datasets.items()},
+        teacher_calls_new=teacher_calls_new,
+        # Paid tokens: a cached reply was paid for once, by the invocation that fetched it.
+        teacher_tokens_in=sum(c.tokens_in for c in calls),
+        teacher_tokens_out=sum(c.tokens_out for c in calls),
+        teacher_cost_usd=sum(c.cost_usd for c in calls),
+        stage_seconds=dict(stage_seconds),
+    )

@@ -1,0 +1,148 @@
+"""Run store, templates, decontamination and the dataset builder, without any model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persd.errors import DataError
+from persd.llm.chat_templates import TemplateError, refine_prompt, render_chat
+from persd.pipeline.build import build_datasets
+from persd.pipeline.config import PoolConfig
+from persd.pipeline.store import RunDirError, RunStore
+from persd.records import Attempt, Example, Execution, Feedback, Outcome, TeacherCall
+from persd.tasks import load_benchmark
+from persd.tasks.decontaminate import decontaminate
+
+
+def _attempt(task_id: str, code: str = "def f(x):\n    return x\n") -> Attempt:
+    return Attempt(id=f"{task_id}#r0a0", task_id=task_id, model_id="m", prompt="p", raw=code,
+                   code=code)
+
+
+def test_stage_file_appends_and_drops_a_torn_last_line(tmp_path):
+    store = RunStore(tmp_path)
+    stage = store.stage("attempts", Attempt)
+    stage.append([_attempt("T/1"), _attempt("T/2")])
+    with stage.path.open("a") as f:  # what kill -9 in the middle of a write leaves
+        f.write(_attempt("T/3").model_dump_json()[:40])
+    fresh = store.stage("attempts", Attempt)
+    assert fresh.ids() == {"T/1#r0a0", "T/2#r0a0"}
+    fresh.append([_attempt("T/3")])
+    assert [a.task_id for a in fresh.read()] == ["T/1", "T/2", "T/3"]
+
+
+def test_stage_file_names_file_and_line_of_a_bad_row(tmp_path):
+    stage = RunStore(tmp_path).stage("attempts", Attempt)
+    stage.append([_attempt("T/1")])
+    with stage.path.open("a") as f:
+        f.write(json.dumps({"id": "x", "task_id": "T/2"}) + "\n")
+    with pytest.raises(DataError, match=r"attempts.jsonl:2: 'model_id' field required"):
+        stage.read()
+
+
+def test_run_dir_refuses_a_different_config(tmp_path):
+    store = RunStore(tmp_path)
+    store.bind(PoolConfig(limit=5))
+    store.bind(PoolConfig(limit=5))  # same config: fine
+    with pytest.raises(RunDirError, match="changed: limit"):
+        store.bind(PoolConfig(limit=6))
+
+
+def test_templates_fill_every_placeholder_once():
+    msgs = render_chat(
+        "teacher_refine_paper",
+        {"task": "T", "entry_point": "f", "reference": "R {{code}}", "code": "C", "feedback": "E"},
+    )
+    assert [m.role for m in msgs] == ["user", "assistant", "user"]
+    assert "R {{code}}" in msgs[1].content  # a value is never filled again
+    assert "{{" not in msgs[2].content
+    with pytest.raises(TemplateError, match="no value for"):
+        render_chat("teacher_refine_paper", {"task": "T"})
+
+
+def test_user_template_file_errors_are_one_line(tmp_path):
+    bad = tmp_path / "t.txt"
+    bad.write_text("no turns here {{task}}")
+    with pytest.raises(TemplateError, match="must start with a '=== user ===' line"):
+        render_chat(str(bad), {"task": "x"})
+    with pytest.raises(TemplateError, match="cannot read"):
+        render_chat(str(tmp_path / "missing.txt"), {})
+
+
+def test_refine_prompt_base_ends_with_the_header():
+    text = refine_prompt(task_text="add", code="def f(): pass", feedback="boom",
+                         header='"""\nadd\n"""\n', chat=False)
+    assert isinstance(text, str) and text.endswith('"""\nadd\n"""\n')
+    chat = refine_prompt(task_text="add", code="def f(): pass", feedback="boom", header="",
+                         chat=True)
+    assert chat[-1].role == "user" and "boom" in chat[-1].content
+
+
+def test_decontamination_removes_copies_of_benchmark_tasks():
+    bench = load_benchmark("mbpp-test")[:50]
+    pool = load_benchmark("mbpp-train")[:50]
+    copy = pool[0].model_copy(update={"id": "mine/1", "instruction": bench[3].instruction,
+                                      "reference": bench[3].reference})
+    result = decontaminate([*pool, copy], bench)
+    assert result.removed["mine/1"] == bench[3].id
+    assert "mine/1" not in {t.id for t in result.kept}
+    assert len(result.kept) + len(result.removed) == 51
+
+
+def _fb(passed: bool) -> Feedback:
+    if passed:
+        return Feedback(status="passed", test_set="all", tests_total=1,
+                        outcomes=(Outcome(index=0, passed=True),))
+    return Feedback(status="failed", test_set="seen", tests_total=1,
+                    outcomes=(Outcome(index=0, passed=False, call="f(1)", expected="2",
+                                      actual="1"),))
+
+
+def _call(cid: str, task_id: str, code: str, attempt_id: str | None = None) -> TeacherCall:
+    return TeacherCall(id=cid, task_id=task_id, attempt_id=attempt_id, model_id="t", messages=(),
+                       raw=code, code=code)
+
+
+def test_builder_variants_and_lineage():
+    tasks = load_benchmark("mbpp-train")[:3]
+    a, b, c = tasks
+    attempts = [_attempt(a.id), _attempt(b.id), _attempt(c.id)]
+    executions = {
+        attempts[0].id: Execution(id=attempts[0].id, task_id=a.id, feedback=_fb(False)),
+        attempts[1].id: Execution(id=attempts[1].id, task_id=b.id, feedback=_fb(True)),
+        attempts[2].id: Execution(id=attempts[2].id, task_id=c.id, feedback=_fb(False)),
+    }
+    solutions = [_call(f"{t.id}#s0", t.id, f"def sol_{i}(): pass") for i, t in enumerate(tasks)]
+    refinements = [
+        _call(f"{attempts[0].id}#f0", a.id, "def fixed_a(): pass", attempts[0].id),
+        _call(f"{attempts[2].id}#f0", c.id, "def wrong_c(): pass", attempts[2].id),
+    ]
+    verified = [s.id for s in solutions] + [refinements[0].id]
+    verifications = {
+        i: Execution(id=i, task_id="", feedback=_fb(i in verified))
+        for i in [s.id for s in solutions] + [r.id for r in refinements]
+    }
+    built = build_datasets(
+        tasks, attempts, executions, solutions, refinements, verifications,
+        variants=("stand", "inpd", "persd", "persd_refine", "persd_combined",
+                  "persd_combined_inpd"),
+        chat=True,
+        student_prompt=lambda t: f"PROMPT {t.id}",
+    )
+    rows = built.rows
+    assert [r.task_id for r in rows["stand"]] == [a.id, b.id, c.id]
+    assert [r.task_id for r in rows["inpd"]] == [a.id]  # failed AND refinement verified
+    assert [r.completion for r in rows["persd"]] == ["```python\ndef fixed_a(): pass\n```"]
+    refine = rows["persd_refine"][0]
+    assert refine.format == "refine" and "f(1)" in refine.prompt  # the rendered feedback
+    assert refine.attempt_id == attempts[0].id and refine.teacher_id == refinements[0].id
+    assert len(rows["persd_combined"]) == 2 and len(rows["persd_combined_inpd"]) == 2
+    assert {r.variant for r in rows["persd_combined_inpd"]} == {"persd_combined_inpd"}
+    nofilter = rows["persd_nofilter"]
+    assert [(r.task_id, r.verified) for r in nofilter] == [(a.id, True), (c.id, False)]
+    assert built.skipped["persd: no refinement passed every test"] == 1
+    ids = [r.id for rs in rows.values() for r in rs]
+    assert len(ids) == len(set(ids))
+    Example.model_validate_json(rows["stand"][0].model_dump_json())
