@@ -26,7 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # keys and samples live in locals
     add_completion=False,
-    help="Personalised distillation for code models. Today: tasks, a hardened sandbox, pass@k.",
+    help="Personalised distillation for code models: attempt, execute, refine, verify, train.",
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -193,6 +193,18 @@ def tasks(
         console.print(f"[yellow]skipped {len(skipped)} lines:[/]")
         for s in skipped:
             console.print(f"  {s}")
+
+
+def _mount() -> None:
+    # Loop commands live in their own module so this one stays a list of short commands.
+    from persd import cli_run
+
+    app.command("run")(cli_run.run)
+    for name, command in cli_run.STAGE_COMMANDS.items():
+        app.command(name)(command)
+
+
+_mount()
 
 
 def main() -> None:

@@ -11,14 +11,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persd.errors import PersdError
+from persd.llm.teacher_config import ServerConfig, TeacherConfig
+from persd.pipeline.config import AttemptConfig, DataConfig, PoolConfig, TeachConfig
 from persd.sandbox.config import SandboxConfig
 
 
+def _offline_teacher() -> TeacherConfig:
+    # The default teacher needs no key and no network: a llama.cpp server persd manages.
+    return TeacherConfig(
+        model="qwen2.5-coder-1.5b-instruct",
+        api_key_env=None,
+        server=ServerConfig(model="qwen2.5-coder-1.5b-instruct"),
+    )
+
+
 class RunConfig(BaseModel):
-    """Everything a run can be told. Grows one section per stage."""
+    """Everything a run can be told: one section per stage. Defaults run offline."""
 
     model_config = ConfigDict(extra="forbid")
 
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    attempt: AttemptConfig = Field(default_factory=AttemptConfig)
+    teacher: TeacherConfig = Field(default_factory=_offline_teacher)
+    teach: TeachConfig = Field(default_factory=TeachConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 

@@ -33,6 +33,20 @@ if TYPE_CHECKING:
     from persd.llm.base import Student, Teacher
 
 STAGES = ("attempt", "execute", "solve", "refine", "verify", "build")
+# Settings that change how a run executes, not what it computes: free to differ on resume.
+OPERATIONAL = (
+    "sandbox.workers",
+    "teacher.concurrency",
+    "teacher.timeout_s",
+    "teacher.max_attempts",
+    "teacher.backoff_s",
+    "teacher.backoff_max_s",
+    "teacher.budget_usd",
+    "teacher.max_calls",
+    "teacher.server.slots",
+    "teacher.server.threads_per_slot",
+    "teacher.server.startup_timeout_s",
+)
 
 
 class _Timer:
@@ -74,7 +88,7 @@ class Loop:
     ) -> None:
         self.config, self.progress = config, progress or LogProgress()
         self.store = RunStore(run_dir)
-        self.store.bind(config, force=force)
+        self.store.bind(config, force=force, operational=OPERATIONAL)
         self.make_student = make_student
         self.timer = _Timer()
         self.teacher_calls_new = 0

@@ -112,16 +112,27 @@ class RunStore:
         self.root = root
         self.logs = root / "logs"
 
-    def bind(self, config: BaseModel, *, force: bool = False) -> None:
-        """Create the directory, or check it belongs to ``config`` (no silent stacking)."""
+    def bind(
+        self, config: BaseModel, *, force: bool = False, operational: tuple[str, ...] = ()
+    ) -> None:
+        """Create the directory, or check it belongs to ``config`` (no silent stacking).
+
+        Keys under an ``operational`` prefix (worker counts, timeouts, budgets) change how a
+        run executes, not what it computes, so they may differ on resume.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         snapshot = self.root / "config.yaml"
         text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
-        if snapshot.exists() and snapshot.read_text() != text and not force:
+        changed: list[str] = []
+        if snapshot.exists():
             old = yaml.safe_load(snapshot.read_text()) or {}
-            new = yaml.safe_load(text)
-            changed = sorted(_diff_keys(old, new))
+            changed = sorted(
+                k
+                for k in _diff_keys(old, yaml.safe_load(text))
+                if not any(k == p or k.startswith(p + ".") for p in operational)
+            )
+        if changed and not force:
             raise RunDirError(
                 f"{self.root}: holds a run with a different config (changed: "
                 f"{', '.join(changed[:5])}); use another --run-dir, or --force to continue anyway"

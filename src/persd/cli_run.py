@@ -1,0 +1,145 @@
+"""``persd run`` and one command per stage. Thin: build the Loop, draw progress, print tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from persd.config import RunConfig, load_config
+from persd.pipeline.plan import make_plan
+from persd.pipeline.run import Loop
+from persd.pipeline.summary import RunSummary
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="YAML run config; omitted: the built-in offline default.")
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option("--run-dir", "-o", help="Run directory (default: runs/<config name>)."),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Continue in a run dir made with a different config.")
+]
+
+
+class RichProgress:
+    """Stage bars on stderr; notes printed above them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+
+    def start(self, stage: str, total: int) -> Callable[[int], None]:
+        bar = self._p.add_task(stage, total=total)
+        return lambda n: self._p.advance(bar, n)
+
+    def note(self, message: str) -> None:
+        self._p.console.print(f"[dim]{message}[/]")
+
+
+def _bars() -> Progress:
+    return Progress(
+        "[progress.description]{task.description:>8}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def _loop(config: Path | None, run_dir: Path | None, force: bool, progress: RichProgress) -> Loop:
+    cfg: RunConfig = load_config(config)
+    where = run_dir or Path("runs") / (config.stem if config else "default")
+    return Loop(cfg, where, progress=progress, force=force)
+
+
+def summary_table(s: RunSummary) -> Table:
+    t = Table(title="persd run", show_header=True)
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("tasks (removed)", f"{s.tasks} ({s.tasks_removed})")
+    t.add_row("attempts passed", f"{s.attempts_passed}/{s.attempts} ({s.attempt_pass_rate:.1%})")
+    for kind, n in s.failures.items():
+        t.add_row(f"  failed: {kind}", str(n))
+    t.add_row("teacher solutions verified", f"{s.solutions_verified}/{s.solutions}")
+    t.add_row(
+        "refinements accepted",
+        f"{s.refinements_verified}/{s.refinements} ({s.acceptance_rate:.1%})",
+    )
+    for name, n in s.examples.items():
+        t.add_row(f"  examples: {name}", str(n))
+    t.add_row("teacher tokens in / out", f"{s.teacher_tokens_in} / {s.teacher_tokens_out}")
+    t.add_row("teacher calls (this invocation)", str(s.teacher_calls_new))
+    per = s.cost_per_accepted
+    t.add_row(
+        "teacher cost (per accepted)",
+        f"${s.teacher_cost_usd:.4f}" + (f" (${per:.5f})" if per is not None else ""),
+    )
+    for stage, sec in s.stage_seconds.items():
+        t.add_row(f"  time: {stage}", f"{sec:.1f} s")
+    return t
+
+
+def run(
+    config: ConfigArg = None,
+    run_dir: RunDirOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and a cost estimate; run nothing.")
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Run the whole loop: attempt, execute, solve, refine, verify, build data. Resumable."""
+    with _bars() as bars:
+        loop = _loop(config, run_dir, force, RichProgress(bars))
+        if dry_run:
+            bars.stop()
+            plan = make_plan(loop)
+            t = Table(title=f"plan for {loop.store.root}")
+            t.add_column("")
+            t.add_column("value", justify="right")
+            t.add_row("tasks", str(plan.tasks))
+            t.add_row("attempts to sample", str(plan.attempts_missing))
+            t.add_row("teacher solve calls", str(plan.solve_calls))
+            t.add_row("teacher refine calls (at most)", str(plan.refine_calls_max))
+            t.add_row("teacher input tokens (at most)", str(plan.tokens_in))
+            t.add_row("teacher output tokens (at most)", str(plan.tokens_out_max))
+            cost = (
+                f"${plan.cost_typical_usd:.2f} typical, ${plan.cost_max_usd:.2f} at most"
+                if plan.price_known
+                else "unknown price (set teacher.price_per_mtok_in/out)"
+            )
+            t.add_row("teacher cost", cost)
+            console.print(t)
+            return
+        summary = loop.run()
+    console.print(summary_table(summary))
+    console.print(f"run directory: {loop.store.root}")
+
+
+def _stage(name: str, doc: str) -> Callable[..., None]:
+    def command(config: ConfigArg = None, run_dir: RunDirOpt = None, force: ForceOpt = False):
+        with _bars() as bars:
+            loop = _loop(config, run_dir, force, RichProgress(bars))
+            getattr(loop, name)()
+        console.print(summary_table(loop.summary()))
+
+    command.__doc__ = doc
+    command.__name__ = name
+    return command
+
+
+STAGE_COMMANDS = {
+    "attempt": _stage("attempt", "Stage 1: the student attempts every task (local weights)."),
+    "execute": _stage("execute", "Stage 2: run attempts against the SEEN tests."),
+    "refine": _stage("teach", "Stage 3: teacher solutions, then refinements of failures."),
+    "verify": _stage("verify", "Stage 4: run teacher code against ALL training tests."),
+    "build": _stage("build", "Stage 5: write the training sets (data/<variant>.jsonl)."),
+}
