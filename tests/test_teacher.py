@@ -118,14 +118,14 @@ def test_n_samples_from_a_server_that_answers_one(server_cfg: ServerConfig, tmp_
 def test_budget_stops_before_it_is_crossed(server_cfg: ServerConfig, tmp_path: Path) -> None:
     # A fake price for the local model, so the cap binds: $1000 per 1M tokens each way.
     price = {"price_per_mtok_in": 1000.0, "price_per_mtok_out": 1000.0}
+    many = [ask(f"Say {i}.") for i in range(6)]  # same length: same worst case each
     probe = Budget(Price(1000.0, 1000.0), budget_usd=None, max_calls=None)
-    worst = probe.reserve(PROMPTS[0], max_tokens=PARAMS.max_new_tokens, n=1).usd
+    worst = probe.reserve(many[0], max_tokens=PARAMS.max_new_tokens, n=1).usd
     cfg = TeacherConfig(server=server_cfg, budget_usd=2.5 * worst, concurrency=4, **price, **FAST)
     counter = Counter()
 
     async def go():
         async with open_teacher(cfg, run_dir=tmp_path, event_hooks=counter.hooks) as teacher:
-            many = [ask(f"Say {i}.") for i in range(6)]
             return await asyncio.gather(
                 *(teacher.chat(p, PARAMS) for p in many), return_exceptions=True
             )
@@ -236,9 +236,9 @@ def test_api_key_is_sent_but_never_kept(
     )
     caplog.set_level(logging.DEBUG)
 
-    async def go():
+    async def go(prompt: tuple[Message, ...] = PROMPTS[0]):
         async with open_teacher(cfg, run_dir=tmp_path) as teacher:
-            return repr(teacher), await teacher.chat(PROMPTS[0], PARAMS)
+            return repr(teacher), await teacher.chat(prompt, PARAMS)
 
     shown, replies = run(go())
     assert replies[0].text
@@ -248,12 +248,13 @@ def test_api_key_is_sent_but_never_kept(
     assert secret not in dump and "PERSD_TEST_KEY" not in dump
 
     monkeypatch.setenv("PERSD_TEST_KEY", "sk-wrong-key-777")
+    assert run(go())[1] == [r.model_copy(update={"cached": True}) for r in replies]  # no call
     with pytest.raises(TeacherAuthError) as wrong:
-        run(go())
+        run(go(PROMPTS[1]))
     assert "PERSD_TEST_KEY" in str(wrong.value) and "sk-wrong" not in str(wrong.value)
     monkeypatch.delenv("PERSD_TEST_KEY")
     with pytest.raises(TeacherAuthError, match="set the environment variable PERSD_TEST_KEY"):
-        run(go())
+        run(go(PROMPTS[1]))
 
 
 # --- without a server -----------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""The managed llama.cpp server: starts, answers, spreads work over slots, never outlives persd."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from persd.llm.base import Message, SamplingParams
+from persd.llm.server import ManagedServers, ServerError
+from persd.llm.teacher import open_teacher
+from persd.llm.teacher_config import ServerConfig, TeacherConfig
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="needs llama-cpp-python[server] (pip install 'persd[llama]')",
+)
+
+
+@pytest.fixture(scope="module")
+def server_cfg(smollm2_gguf: Path) -> ServerConfig:
+    return ServerConfig(model=str(smollm2_gguf), n_ctx=512, startup_timeout_s=60)
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_server_answers_then_stops(server_cfg: ServerConfig, tmp_path: Path) -> None:
+    with ManagedServers(server_cfg, log_dir=tmp_path) as servers:
+        (url,) = servers.base_urls
+        models = httpx.get(f"{url}/models").json()
+        pids = servers.pids
+    assert models["data"][0]["id"] == servers.model_name
+    assert url.startswith("http://127.0.0.1:")
+    assert gone_within(pids, 5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/models")
+    assert "persd: starting slot 0" in (tmp_path / "llama-server-0.log").read_text()
+
+
+def test_broken_model_fails_with_the_log_tail(server_cfg: ServerConfig, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ServerError) as e:
+        ManagedServers(server_cfg, log_dir=tmp_path, model_path=bad).start()
+    msg = str(e.value)
+    assert "\n" not in msg and "broken.gguf exited (exit code" in msg
+    assert str(tmp_path / "llama-server-0.log") in msg
+
+
+def test_two_slots_share_concurrent_requests(server_cfg: ServerConfig, tmp_path: Path) -> None:
+    cfg = TeacherConfig(server=server_cfg.model_copy(update={"slots": 2}))
+    used: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        used.append(f"{request.url.host}:{request.url.port}")
+
+    async def go() -> list[list]:
+        hooks = {"request": [record]}
+        async with open_teacher(cfg, run_dir=tmp_path, event_hooks=hooks) as teacher:
+            params = SamplingParams(max_new_tokens=8)
+            prompts = [(Message(role="user", content=f"Count to {i}."),) for i in range(4)]
+            return await asyncio.gather(*(teacher.chat(p, params) for p in prompts))
+
+    replies = asyncio.run(go())
+    assert len(replies) == 4 and len(used) == 4
+    assert len(set(used)) == 2 and used.count(used[0]) == 2  # least busy: two each
+
+
+_PARENT = """
+import sys, threading, time
+from pathlib import Path
+from persd.llm.server import ManagedServers
+from persd.llm.teacher_config import ServerConfig
+
+cfg = ServerConfig(model=sys.argv[1], n_ctx=512, startup_timeout_s=60)
+how = sys.argv[3]
+def start():
+    servers = ManagedServers(cfg, log_dir=Path(sys.argv[2])).start()
+    print(" ".join(map(str, servers.pids)), flush=True)
+if how == "thread":  # no PDEATHSIG off the main thread: only the slot's watcher can help
+    threading.Thread(target=start).start()
+else:
+    start()
+if how == "exit":  # forgets to stop: the atexit hook must
+    sys.exit(0)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["main", "thread", "exit"])
+def test_no_server_outlives_persd(smollm2_gguf: Path, tmp_path: Path, how: str) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(_PARENT))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(smollm2_gguf), str(tmp_path), how],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert pids and all(alive(p) for p in pids)
+    if how != "exit":
+        parent.kill()  # SIGKILL: no atexit, no finally, no context manager
+    parent.wait(30)
+    try:
+        assert gone_within(pids, 5), f"server {pids} outlived persd ({how})"
+    finally:
+        for pid in pids:
+            if alive(pid):
+                subprocess.run(["kill", "-9", str(pid)], check=False)
