@@ -88,7 +88,8 @@ def list_models(cache_dir: CacheOpt = None) -> None:
     """Show the registry: name, size, licence, whether it is pulled, and where."""
     cache = (cache_dir or default_cache_dir()) / "models"
     # Full paths would wrap every row at 80 columns: the caption names the directory once.
-    table = Table(box=box.SIMPLE_HEAD, caption=f"files under {cache}/<name>/", caption_justify="left")
+    caption = f"files under {cache}/<name>/"
+    table = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
     table.add_column("name", no_wrap=True)  # names are copied into commands: never cut them
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("licence")
