@@ -99,12 +99,16 @@ def registry() -> dict[str, ModelSpec]:
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``, or a ModelError with a did-you-mean."""
+    if name in registry():
+        return registry()[name]
+    raise _unknown_model(name)
+
+
+def _unknown_model(name: str) -> ModelError:
     models = registry()
-    if name in models:
-        return models[name]
     close = difflib.get_close_matches(name, models, n=1, cutoff=0.4)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ModelError(
+    return ModelError(
         f"unknown model '{name}'; {hint}known: {', '.join(models)} "
         "(or give a .gguf file, a Hugging Face model directory or a hub id like Org/Name)"
     )
@@ -222,8 +226,7 @@ def resolve_model(
         )
     if _HUB_ID.match(text):
         return ResolvedModel(name=text, kind="hub", hub_id=text)
-    get_spec(text)  # raises the did-you-mean error
-    raise AssertionError("unreachable")
+    raise _unknown_model(text)
 
 
 def _resolve_local(path: Path) -> ResolvedModel:
