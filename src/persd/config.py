@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persd.errors import PersdError
+from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
 from persd.pipeline.config import AttemptConfig, DataConfig, PoolConfig, TeachConfig
 from persd.sandbox.config import SandboxConfig
@@ -31,6 +32,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: PoolConfig = Field(default_factory=PoolConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
     attempt: AttemptConfig = Field(default_factory=AttemptConfig)
     teacher: TeacherConfig = Field(default_factory=_offline_teacher)
     teach: TeachConfig = Field(default_factory=TeachConfig)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from persd.records import Variant
@@ -66,9 +64,6 @@ class DataConfig(_Section):
         "persd_refine",
         "persd_combined",
         "persd_combined_inpd",
-    )
-    format: Literal["chat", "base"] = Field(
-        "chat", description="chat: fenced program as the assistant turn; base: prompt+completion"
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
     refine_template: str = "student_refine"

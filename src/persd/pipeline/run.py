@@ -118,7 +118,8 @@ class Loop:
 
     @property
     def chat(self) -> bool:
-        return self.config.data.format == "chat"
+        # chat: the completion is the assistant turn (a fenced program); base: raw text.
+        return self.config.student.chat
 
     # ---- stages ------------------------------------------------------------------------
 
@@ -178,14 +179,22 @@ class Loop:
     async def _teach(self, solve: list, failed: list) -> None:
         from persd.llm.teacher import open_teacher
 
+        lazy = _lazy_teacher(open_teacher, self.config, self.store.root)
+        try:
+            await self._teach_with(lazy, solve, failed)
+        finally:
+            self.teacher_calls_new += lazy.http_requests
+
+    async def _teach_with(self, lazy: _lazy_teacher, solve: list, failed: list) -> None:
+
         cfg = self.config.teach
         # Refinement requests depend on verified solutions (the paper template's reference),
         # so solutions are checked first; if nothing is left to ask, no server is started.
-        async with _lazy_teacher(open_teacher, self.config, self.store.root) as get_teacher:
+        async with lazy as get_teacher:
             if any(r.id not in self.solutions.ids() for r in solve):
                 with self.timer.stage("solve"):
                     advance = self.progress.start("solve", len(solve))
-                    self.teacher_calls_new += await ask_teacher(
+                    await ask_teacher(
                         solve,
                         await get_teacher(),
                         cfg,
@@ -205,7 +214,7 @@ class Loop:
             if todo:
                 with self.timer.stage("refine"):
                     advance = self.progress.start("refine", len(todo))
-                    self.teacher_calls_new += await ask_teacher(
+                    await ask_teacher(
                         todo,
                         await get_teacher(),
                         cfg,
@@ -308,6 +317,11 @@ class _lazy_teacher:  # noqa: N801 - used as a context manager, like contextlib'
             return self._teacher
 
         return get
+
+    @property
+    def http_requests(self) -> int:
+        """HTTP calls the teacher made (retries included); cache hits are not calls."""
+        return int(getattr(self._teacher, "http_requests", 0))
 
     async def __aexit__(self, *exc: object) -> None:
         if self._cm is not None:

@@ -1,0 +1,248 @@
+"""Evaluate a student: pass@k on HIDDEN tests, with 0..N self-refinement steps driven by SEEN
+tests, beside plain resampling with the same number of model calls.
+
+Step 0 samples ``n`` programs per task. At step s, every sample whose program still fails the
+task's seen tests gets one more model call:
+
+- refine arm: the student reads the shared refinement prompt (its code plus the rendered
+  seen-test feedback) and writes a new program;
+- resample arm: the student is asked the original prompt again (a fresh seed).
+
+Samples that pass their seen tests stop (their program is final), so both arms spend one
+call per still-failing sample per step and the report counts the calls actually made. A
+refinement gain therefore cannot come from spending more samples. Seen tests decide who is
+refined; hidden tests only score. Tasks without seen tests are scored but never refined.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from persd.evaluate.passk import mean_pass_at_k
+from persd.llm.base import Prompt, SamplingParams, Student
+from persd.llm.chat_templates import refine_prompt
+from persd.llm.extract import base_stop_sequences, extract_program
+from persd.llm.prompts import student_prompt
+from persd.records import Feedback, Task
+from persd.sandbox import Job, Sandbox, render_feedback
+
+Arm = Literal["refine", "resample"]
+
+
+class StepScore(BaseModel):
+    step: int
+    arm: str
+    pass_at: dict[int, float]  # on hidden tests
+    seen_pass_rate: float
+    calls: int  # model calls made at this step (step 0: n per task)
+    calls_total: int
+
+
+class EvalReport(BaseModel):
+    model_id: str
+    benchmark: str
+    tasks: int
+    n: int
+    temperature: float
+    resample_temperature: float
+    refine_steps: int
+    feedback_tests: str = "seen"
+    score_tests: str = "hidden"
+    tasks_without_seen_tests: int = 0
+    steps: list[StepScore] = []
+
+    def pass1(self, arm: str, step: int) -> float:
+        return next(s.pass_at[1] for s in self.steps if s.arm == arm and s.step == step)
+
+
+@dataclass
+class _Sample:
+    task: Task
+    index: int
+    code: str
+    seen: Feedback | None = None
+    hidden: Feedback | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def _generate(
+    student: Student,
+    prompts: Sequence[Prompt],
+    tasks: Sequence[Task],
+    params: SamplingParams,
+    *,
+    chat: bool,
+) -> list[list[str]]:
+    if chat:
+        return [[g.text for g in gens] for gens in student.generate(prompts, params)]
+    out = []  # base models: stop sequences depend on the task
+    for prompt, task in zip(prompts, tasks, strict=True):
+        stops = base_stop_sequences(task.prompt, task.entry_point)
+        gens = student.generate([prompt], params.model_copy(update={"stop": stops}))[0]
+        out.append([g.text for g in gens])
+    return out
+
+
+def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> None:
+    jobs, slots = [], []
+    for s in samples:
+        for test_set in ("seen", "hidden"):
+            if test_set == "seen" and not s.task.tests_seen:
+                continue
+            jobs.append(Job.for_task(s.task, s.code, test_set))
+            slots.append((s, test_set))
+    for i, fb in sandbox.imap(jobs):
+        sample, test_set = slots[i]
+        setattr(sample, test_set, fb)
+
+
+def _step_score(
+    samples: Sequence[_Sample], step: int, arm: str, calls: int, total: int, ks: Sequence[int]
+) -> StepScore:
+    counts: dict[str, list[int]] = {}
+    for s in samples:
+        c = counts.setdefault(s.task.id, [0, 0])
+        c[0] += 1
+        c[1] += bool(s.hidden and s.hidden.passed)
+    with_seen = [s for s in samples if s.seen is not None]
+    return StepScore(
+        step=step,
+        arm=arm,
+        pass_at=mean_pass_at_k({k: (n, c) for k, (n, c) in counts.items()}, ks),
+        seen_pass_rate=sum(s.seen.passed for s in with_seen) / max(1, len(with_seen)),
+        calls=calls,
+        calls_total=total,
+    )
+
+
+def evaluate_student(
+    student: Student,
+    tasks: Sequence[Task],
+    sandbox: Sandbox,
+    *,
+    benchmark: str,
+    n: int = 1,
+    temperature: float = 0.0,
+    refine_steps: int = 0,
+    chat: bool = True,
+    max_new_tokens: int = 384,
+    resample_temperature: float = 0.2,
+    seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    out_dir: Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> EvalReport:
+    """Sample, score, then refine and resample for ``refine_steps`` steps; write samples."""
+    params = SamplingParams(
+        n=n, temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed
+    )
+    report = EvalReport(
+        model_id=student.model_id,
+        benchmark=benchmark,
+        tasks=len(tasks),
+        n=n,
+        temperature=temperature,
+        # Greedy resampling would repeat the same program: the resample arm needs T > 0.
+        resample_temperature=temperature if temperature > 0 else resample_temperature,
+        refine_steps=refine_steps,
+        tasks_without_seen_tests=sum(not t.tests_seen for t in tasks),
+    )
+    prompts = [student_prompt(t, chat=chat) for t in tasks]
+    samples: list[_Sample] = []
+    for start in range(0, len(tasks), 8):
+        batch = tasks[start : start + 8]
+        outputs = _generate(student, prompts[start : start + 8], batch, params, chat=chat)
+        for task, texts in zip(batch, outputs, strict=True):
+            for i, text in enumerate(texts):
+                code = extract_program(
+                    text, prompt=task.prompt, entry_point=task.entry_point, chat=chat
+                )
+                samples.append(_Sample(task, i, code, history=[{"step": 0, "raw": text}]))
+        if on_progress:
+            on_progress("sample", min(start + 8, len(tasks)), len(tasks))
+    _score(samples, sandbox)
+    report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
+    arms: dict[str, list[_Sample]] = {
+        "refine": [_copy(s) for s in samples],
+        "resample": [_copy(s) for s in samples],
+    }
+    for arm, arm_samples in arms.items():
+        total = len(samples)
+        for step in range(1, refine_steps + 1):
+            todo = [s for s in arm_samples if s.seen is not None and not s.seen.passed]
+            _one_step(student, todo, arm, step, chat=chat, params=params, report=report)
+            _score(todo, sandbox)
+            total += len(todo)
+            report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, ks))
+            if on_progress:
+                on_progress(f"{arm} {step}", step, refine_steps)
+    if out_dir is not None:
+        _write(out_dir, report, arms if refine_steps else {"base": samples})
+    return report
+
+
+def _copy(s: _Sample) -> _Sample:
+    return _Sample(s.task, s.index, s.code, s.seen, s.hidden, list(s.history))
+
+
+def _one_step(
+    student: Student,
+    todo: Sequence[_Sample],
+    arm: str,
+    step: int,
+    *,
+    chat: bool,
+    params: SamplingParams,
+    report: EvalReport,
+) -> None:
+    one = params.model_copy(update={"n": 1})
+    if arm == "refine":
+        prompts = [
+            refine_prompt(
+                task_text=s.task.instruction,
+                code=s.code,
+                feedback=render_feedback(s.seen) if s.seen else "",
+                header=s.task.prompt,
+                chat=chat,
+            )
+            for s in todo
+        ]
+    else:
+        prompts = [student_prompt(s.task, chat=chat) for s in todo]
+        one = one.model_copy(update={"temperature": report.resample_temperature})
+    for start in range(0, len(todo), 8):
+        batch = todo[start : start + 8]
+        # A distinct seed per (sample, step): resampling must not repeat step 0's draw.
+        seeded = one.model_copy(update={"seed": params.seed + 1000 * step + start})
+        texts = _generate(
+            student, prompts[start : start + 8], [s.task for s in batch], seeded, chat=chat
+        )
+        for s, gens in zip(batch, texts, strict=True):
+            s.code = extract_program(
+                gens[0], prompt=s.task.prompt, entry_point=s.task.entry_point, chat=chat
+            )
+            s.history.append({"step": step, "raw": gens[0]})
+
+
+def _write(out_dir: Path, report: EvalReport, arms: dict[str, list[_Sample]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
+    for arm, samples in arms.items():
+        with (out_dir / f"samples_{arm}.jsonl").open("w") as f:
+            for s in samples:
+                row = {
+                    "task_id": s.task.id,
+                    "index": s.index,
+                    "completion": s.code,
+                    "passed": bool(s.hidden and s.hidden.passed),
+                    "status": s.hidden.status if s.hidden else None,
+                    "seen_status": s.seen.status if s.seen else None,
+                    "history": s.history,
+                }
+                f.write(json.dumps(row) + "\n")
