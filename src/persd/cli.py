@@ -198,9 +198,11 @@ def tasks(
 def _mount() -> None:
     # Loop commands live in their own module so this one stays a list of short commands.
     from persd import cli_run
+    from persd.cli_eval import eval_command
     from persd.llm.models_cli import models_app
 
     app.add_typer(models_app, name="models")
+    app.command("eval")(eval_command)
     app.command("run")(cli_run.run)
     for name, command in cli_run.STAGE_COMMANDS.items():
         app.command(name)(command)

@@ -1,0 +1,85 @@
+"""``persd eval``: sample a student on a benchmark, score HIDDEN tests, refine with SEEN tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from persd.errors import PersdError
+from persd.evaluate.multistep import EvalReport, evaluate_student
+from persd.llm.student import StudentConfig, load_student
+from persd.sandbox import Sandbox, SandboxConfig
+from persd.tasks import load_benchmark
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def report_table(r: EvalReport) -> Table:
+    ks = sorted(r.steps[0].pass_at)
+    t = Table(
+        title=f"{r.model_id} on {r.benchmark}: n={r.n}, T={r.temperature} "
+        f"(feedback: {r.feedback_tests} tests; score: {r.score_tests} tests)"
+    )
+    for col in ("step", "arm", *(f"pass@{k}" for k in ks), "seen pass", "calls (total)"):
+        t.add_column(col, justify="right")
+    for s in r.steps:
+        t.add_row(
+            str(s.step),
+            s.arm,
+            *(f"{100 * s.pass_at[k]:.1f}" for k in ks),
+            f"{100 * s.seen_pass_rate:.1f}",
+            f"{s.calls} ({s.calls_total})",
+        )
+    return t
+
+
+def eval_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Registry name, .gguf, HF dir.")],
+    benchmark: Annotated[str, typer.Option("--benchmark", "-b")] = "humaneval",
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter (PEFT dir).")] = None,
+    n: Annotated[int, typer.Option(help="Samples per task.")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    refine_steps: Annotated[int, typer.Option(help="Self-refinement steps (seen tests).")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    max_new_tokens: Annotated[int, typer.Option()] = 384,
+    backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
+    chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write report.json and samples here.")] = None,
+) -> None:
+    """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
+    if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
+        raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
+    tasks = load_benchmark(benchmark)[:limit] if limit else load_benchmark(benchmark)
+    cfg = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
+    student = load_student(cfg)
+    try:
+        with Sandbox(SandboxConfig()) as sandbox, console.status("evaluating") as status:
+
+            def progress(stage: str, done: int, total: int) -> None:
+                status.update(f"{stage}: {done}/{total}")
+
+            report = evaluate_student(
+                student,
+                tasks,
+                sandbox,
+                benchmark=benchmark,
+                n=n,
+                temperature=temperature,
+                refine_steps=refine_steps,
+                chat=chat,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                out_dir=out,
+                on_progress=progress,
+            )
+    finally:
+        student.close()
+    console.print(report_table(report))
+    if out:
+        console.print(f"report and samples: {out}")
