@@ -1,0 +1,216 @@
+"""From raw model output to a whole program the sandbox can run.
+
+Two shapes of output. A *base completion* continues the prompt (HumanEval style): the program is
+the prompt plus the output up to the first top-level stop sequence. A *chat* reply usually
+rewrites the whole function inside a fenced block: the program is that block, with the prompt's
+imports and helper functions put back when the code uses them but does not define them.
+
+Both are then tidied: trailing prose that does not parse is cut, and top-level test code
+(``if __name__ == "__main__":`` blocks, prints, asserts, loops, calls of the program's own
+functions) is dropped, because it would run in the sandbox before the tests and could fail or
+hang a correct solution. Extraction never raises: a program that does not compile is returned
+as is, so the sandbox reports the syntax error (useful feedback for the teacher).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+
+# Where a base completion of a HumanEval-style prompt stops: the function body is over when
+# something starts at column 0. Used as the backends' stop sequences and again here, because a
+# backend may overshoot (a stop string can end inside a token).
+BASE_STOP_SEQUENCES: tuple[str, ...] = (
+    "\ndef ",  # a next function
+    "\nclass ",
+    "\nif __name__",  # a main block
+    "\nprint(",  # test prints
+    "\nassert ",  # test asserts
+    "\n#",  # a top-level comment, usually "# Test" or "# Example usage"
+    "\n```",  # an instruct model closing a markdown block
+)
+# A prompt that does not define the entry point (MBPP's docstring-only prompt) is continued by a
+# whole function: a "def" at column 0 is the answer there, not the end of it.
+_BODY_ONLY_STOPS = frozenset({"\ndef ", "\nclass "})
+
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*$", re.MULTILINE)
+_PYTHON_TAGS = frozenset({"", "python", "py", "python3"})
+_CODE_START = re.compile(r"^(?:async\s+def |def |class |import |from \S+ import |@)", re.MULTILINE)
+
+
+def defines(source: str, name: str) -> bool:
+    """Whether ``source`` has a ``def name(`` (at any indentation)."""
+    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", source, re.M) is not None
+
+
+def base_stop_sequences(prompt: str, entry_point: str) -> tuple[str, ...]:
+    """Stop sequences for a base completion of ``prompt``."""
+    if defines(prompt, entry_point):
+        return BASE_STOP_SEQUENCES
+    return tuple(s for s in BASE_STOP_SEQUENCES if s not in _BODY_ONLY_STOPS)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """``text`` up to the earliest stop sequence."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of each markdown code block; an unterminated one runs to the end."""
+    blocks: list[tuple[str, str]] = []
+    fences = list(_FENCE.finditer(text))
+    i = 0
+    while i < len(fences):
+        opening = fences[i]
+        closing = fences[i + 1] if i + 1 < len(fences) else None
+        end = closing.start() if closing else len(text)
+        blocks.append((opening.group(1).lower(), text[opening.end() + 1 : end]))
+        i += 2
+    return blocks
+
+
+def _choose_block(blocks: list[tuple[str, str]], entry_point: str) -> str:
+    python = [code for lang, code in blocks if lang in _PYTHON_TAGS] or [c for _, c in blocks]
+    # Replies often add a usage-example block after the solution: the first block that defines
+    # the entry point is the answer; without one, the longest block is the best guess.
+    return next((c for c in python if defines(c, entry_point)), max(python, key=len))
+
+
+def _unfenced_code(text: str) -> str:
+    start = _CODE_START.search(text)
+    return text[start.start() :] if start else text
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _parsable_prefix(source: str, entry_point: str) -> str:
+    """Drop trailing lines (prose, a half-written line) until the code parses.
+
+    Only when what is left still defines the entry point: a syntax error inside the function
+    must reach the sandbox, not turn into a missing function.
+    """
+    if _parses(source):
+        return source
+    lines = source.splitlines(keepends=True)
+    for end in range(len(lines) - 1, 0, -1):
+        prefix = "".join(lines[:end])
+        if _parses(prefix):
+            return prefix if defines(prefix, entry_point) else source
+    return source
+
+
+def _calls_any(node: ast.AST, names: set[str]) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names
+        for n in ast.walk(node)
+    )
+
+
+def _is_junk(node: ast.stmt, functions: set[str]) -> bool:
+    """Top-level statements that test or demo the code rather than define it."""
+    if isinstance(node, ast.If):
+        return "__name__" in ast.unparse(node.test)
+    if isinstance(node, ast.Expr):
+        return not isinstance(node.value, ast.Constant)  # a call or expression; keep docstrings
+    if isinstance(node, (ast.Assert, ast.For, ast.AsyncFor, ast.While)):
+        return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        return _calls_any(node, functions)  # result = solution(3): a test, not a constant
+    return False
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", None)
+    return min([node.lineno, *(d.lineno for d in decorators or ())])
+
+
+def drop_test_code(source: str) -> str:
+    """``source`` without top-level test/demo statements (see ``_is_junk``); unparsable: as is."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    functions = {
+        n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    lines = source.splitlines(keepends=True)
+    for node in reversed(tree.body):
+        if _is_junk(node, functions) and node.end_lineno is not None:
+            del lines[_first_line(node) - 1 : node.end_lineno]
+    return "".join(lines).rstrip() + "\n"
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
+def _used_names(nodes: list[ast.stmt]) -> set[str]:
+    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def attach_prompt_context(code: str, prompt: str, entry_point: str) -> str:
+    """Prepend the prompt's imports, helpers and constants that ``code`` uses but lacks.
+
+    Chat replies rewrite the entry point and forget ``from typing import List`` or a helper the
+    prompt defined (HumanEval/32's ``poly``). Repeats until nothing more is needed, since a
+    helper may need an import of its own.
+    """
+    try:
+        code_tree, prompt_tree = ast.parse(code), ast.parse(prompt)
+    except (SyntaxError, ValueError):
+        return code
+    defined = set().union(*(_bound_names(n) for n in code_tree.body))
+    available = [n for n in prompt_tree.body if _bound_names(n) - {entry_point}]
+    chosen: list[ast.stmt] = []
+    while True:
+        needed = _used_names([*code_tree.body, *chosen]) - defined
+        new = [n for n in available if n not in chosen and _bound_names(n) & needed]
+        if not new:
+            break
+        chosen.extend(new)
+        defined |= set().union(*(_bound_names(n) for n in new))
+    if not chosen:
+        return code
+    chosen.sort(key=_first_line)
+    context = "\n".join(ast.get_source_segment(prompt, n) or ast.unparse(n) for n in chosen)
+    return f"{context}\n\n\n{code}"
+
+
+def _reindent_body(text: str) -> str:
+    """A function body that came back alone, indented one level; prose after it dropped."""
+    lines = text.strip("\n").splitlines()
+    end = next((i for i, ln in enumerate(lines) if i and ln and not ln[0].isspace()), len(lines))
+    return textwrap.indent(textwrap.dedent("\n".join(lines[:end])), "    ")
+
+
+def extract_program(output: str, *, prompt: str, entry_point: str, chat: bool) -> str:
+    """The whole program to run, from a model's raw ``output`` for ``prompt``."""
+    if not chat:
+        body = cut_at_stop(output, base_stop_sequences(prompt, entry_point))
+        program = prompt + body
+    else:
+        blocks = fenced_blocks(output)
+        program = _choose_block(blocks, entry_point) if blocks else _unfenced_code(output)
+        if not defines(program, entry_point) and defines(prompt, entry_point):
+            # Only the body came back (indented, or a bare ``return`` that cannot parse alone).
+            if program.lstrip("\n")[:1].isspace() or not _parses(program):
+                program = f"{prompt.rstrip()}\n{_reindent_body(program)}\n"
+    program = drop_test_code(_parsable_prefix(program, entry_point))
+    if chat:
+        program = attach_prompt_context(program, prompt, entry_point)
+    return program

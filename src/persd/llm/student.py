@@ -1,0 +1,123 @@
+"""Which student backend to build for a model: ``StudentConfig`` in, a ``Student`` out.
+
+``backend="auto"`` picks by what the machine and the model allow (docs/STUDENT.md has the
+measurements behind it): vLLM on a CUDA machine that has it; otherwise llama.cpp for a GGUF
+model without an adapter, transformers for everything else (HF weights, a PEFT adapter).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from persd.errors import PersdError
+from persd.llm.base import Student
+
+Backend = Literal["auto", "transformers", "llama_cpp", "vllm"]
+
+
+class StudentConfig(BaseModel):
+    """How to load the student. Fields a backend does not use are ignored by it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="registry name, .gguf file, Hugging Face model directory or hub id",
+    )
+    backend: Backend = "auto"
+    adapter: Path | None = Field(
+        None,
+        description="LoRA adapter: a PEFT directory (transformers, vllm) or a GGUF LoRA file "
+        "(llama_cpp)",
+    )
+    chat: bool = Field(True, description="prompt with the chat template (instruct models)")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "bfloat16", description="transformers/vllm weights; 'auto' lets vLLM choose"
+    )
+    batch_size: int = Field(8, ge=1, description="transformers: rows per generate call")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads (torch: process-wide); llama_cpp defaults to 1"
+    )
+    n_ctx: int = Field(4096, ge=256, description="llama_cpp context window, tokens")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm")
+    max_lora_rank: int = Field(64, ge=1, description="vllm: largest adapter rank it accepts")
+
+
+def _vllm_usable() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(config: StudentConfig, *, kind: str) -> Backend:
+    """The backend ``auto`` means for this model ``kind`` ("gguf", "hf_dir", "hub")."""
+    if config.backend != "auto":
+        return config.backend
+    if _vllm_usable():
+        return "vllm"
+    gguf_adapter = config.adapter is not None and config.adapter.suffix == ".gguf"
+    if kind == "gguf" and (config.adapter is None or gguf_adapter):
+        return "llama_cpp"
+    return "transformers"
+
+
+def load_student(config: StudentConfig) -> Student:
+    """Resolve ``config.model`` (pulling a registry model if needed) and load its backend."""
+    from persd.llm.registry import resolve_model
+
+    resolved = resolve_model(config.model)
+    backend = choose_backend(config, kind=resolved.kind)
+    where = resolved.path if resolved.path is not None else resolved.hub_id
+    if where is None:  # pragma: no cover - resolve_model always sets one
+        raise PersdError(f"{config.model}: resolved to nothing loadable")
+    if backend == "llama_cpp":
+        from persd.llm.student_llama import LlamaStudent
+
+        if resolved.kind != "gguf":
+            raise PersdError(
+                f"{config.model}: llama_cpp needs a .gguf model; use backend 'transformers'"
+            )
+        if config.adapter is not None and config.adapter.suffix != ".gguf":
+            raise PersdError(
+                f"{config.adapter}: llama_cpp takes a GGUF LoRA file, not a PEFT directory; "
+                "use backend 'transformers' for a PEFT adapter"
+            )
+        return LlamaStudent(
+            Path(where),
+            n_ctx=config.n_ctx,
+            threads=config.threads or 1,
+            lora_path=config.adapter,
+            name=resolved.name,
+        )
+    if backend == "vllm":
+        from persd.llm.student_hf import convert_gguf_to_hf
+        from persd.llm.student_vllm import VLLMStudent
+
+        # vLLM reads GGUF poorly (one file, no LoRA): give it the dequantised HF copy.
+        model = convert_gguf_to_hf(Path(where)) if resolved.kind == "gguf" else where
+        return VLLMStudent(
+            model,
+            adapter=config.adapter,
+            tensor_parallel_size=config.tensor_parallel_size,
+            dtype=config.dtype,
+            max_lora_rank=config.max_lora_rank,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            name=resolved.name,
+        )
+    from persd.llm.student_hf import HFStudent
+
+    return HFStudent(
+        where,
+        adapter=config.adapter,
+        dtype="bfloat16" if config.dtype == "auto" else config.dtype,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        name=resolved.name,
+    )

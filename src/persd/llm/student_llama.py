@@ -1,0 +1,99 @@
+"""Student on llama.cpp, in process: quantised GGUF weights, one stream at a time.
+
+The fastest way to sample a GGUF model on a small CPU when one sample at a time is enough;
+it cannot be trained, so a fine-tuned student reaches it only as a GGUF (LoRA) file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from persd.errors import PersdError
+from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams
+
+
+class LlamaStudent:
+    """A GGUF model in ``llama_cpp.Llama``; ``n`` samples are ``n`` calls with distinct seeds.
+
+    Every sample evaluates its prompt afresh. llama.cpp would reuse the previous prompt's KV
+    cache, but then the last prompt token is evaluated alone, in another kernel than the full
+    prompt batch: the logits differ in the last bits and a sample at temperature > 0 depends on
+    what was sampled before it, so the same seed would not give the same sample.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        n_ctx: int = 4096,
+        threads: int = 1,
+        lora_path: Path | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise PersdError(f"{path}: GGUF file not found")
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise PersdError(
+                "llama-cpp-python is not installed; pip install persd[llama]"
+            ) from None
+        # One thread by default: on a 2-core machine two threads collapse as soon as anything
+        # else wants the CPU (the sandbox, a second model).
+        kw: dict[str, Any] = {"lora_path": str(lora_path)} if lora_path else {}
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+                **kw,
+            )
+        except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
+            raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None
+        base = name or path.name.removesuffix(".gguf")
+        self._model_id = f"{base}+{Path(lora_path).name}" if lora_path else base
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def _one(self, prompt: Prompt, params: SamplingParams, seed: int) -> Generation:
+        kw: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,  # 0: llama.cpp samples greedily
+            "top_p": params.top_p,
+            "top_k": 0,  # off (0 means the whole vocabulary), and so is min_p below:
+            "min_p": 0.0,  # only temperature and top_p shape sampling, as in every backend
+            "repeat_penalty": 1.0,
+            "stop": list(params.stop) or None,
+            "seed": seed,
+        }
+        self.llm.reset()  # reproducible samples (see the class docstring)
+        if isinstance(prompt, str):
+            reply = self.llm.create_completion(prompt, **kw)
+            text = reply["choices"][0]["text"]
+        else:
+            messages = [m.model_dump() for m in prompt]
+            reply = self.llm.create_chat_completion(messages, **kw)
+            text = reply["choices"][0]["message"]["content"] or ""
+        reason = reply["choices"][0]["finish_reason"]
+        finish: FinishReason = "length" if reason == "length" else "stop"
+        usage = reply["usage"]
+        return Generation(
+            text=text,
+            tokens_in=usage["prompt_tokens"],
+            tokens_out=usage["completion_tokens"],
+            finish_reason=finish,
+        )
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        """``params.n`` samples per prompt; sample ``k`` uses seed ``params.seed + k``."""
+        return [[self._one(p, params, params.seed + k) for k in range(params.n)] for p in prompts]
+
+    def close(self) -> None:
+        self.llm.close()
