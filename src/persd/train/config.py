@@ -1,0 +1,151 @@
+"""Training configuration: defaults < YAML (``--config``) < flags; an unknown key is an error.
+
+Defaults are chosen to run on a small CPU machine (LoRA, short sequences, small micro-batches with
+gradient accumulation) and to scale to GPUs by changing numbers, not code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from persd.errors import PersdError
+
+# The attention and MLP projections of Qwen2 / Llama / Mistral / SmolLM2 blocks: "all linear
+# layers but the LM head", written out so a model whose layers are named differently fails
+# loudly in PEFT instead of training nothing.
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainConfigError(PersdError):
+    """A training configuration file or flag is invalid: one line per bad key."""
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapter shape (PEFT ``LoraConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="rank of the update matrices")
+    alpha: int = Field(32, ge=1, description="scale = alpha / r")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] | Literal["all-linear"] = Field(
+        LLAMA_LINEAR, description="module names to adapt, or 'all-linear' (PEFT picks them)"
+    )
+
+
+class TrainConfig(BaseModel):
+    """Everything ``persd train`` can be told."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or all weights")
+    format: Literal["chat", "base"] = Field(
+        "chat",
+        description="chat: prompt is the user turn, completion the assistant turn (the model's "
+        "chat template applies); base: prompt + completion is the raw training string",
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    learning_rate: float | None = Field(
+        None, gt=0, description="None: 2e-4 for LoRA, 1e-5 for full fine-tuning"
+    )
+    lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(2, ge=1, description="sequences per device per micro-batch")
+    grad_accum: int = Field(4, ge=1, description="micro-batches per optimizer step")
+    max_seq_len: int = Field(1024, ge=16, description="tokens; longer rows are cut at the end")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="auto: bf16 mixed precision on a bf16-capable GPU, float32 on CPU",
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default)")
+    gradient_checkpointing: bool = Field(False, description="less memory, ~30% more compute")
+    seed: int = 42
+    save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps")
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (None: all)")
+    logging_steps: int = Field(10, ge=1)
+    resume: bool = Field(False, description="continue from the newest checkpoint in the out dir")
+    merge: bool = Field(False, description="also write a merged model (LoRA) under merged/")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use: LoRA trains a few fresh weights and takes a larger step."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-4 if self.method == "lora" else 1e-5
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        keys.append(prefix + name)
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            keys += _known_keys(f.annotation, prefix + name + ".")
+    return keys
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(source: str, e: ValidationError) -> str:
+    known = _known_keys(TrainConfig)
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{source}: unknown key '{key}'{hint}")
+        else:
+            lines.append(f"{source}: '{key}' {err['msg'].lower()}")
+    return "\n".join(lines)
+
+
+def load_train_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults < YAML file < overrides (flags).
+
+    The YAML holds the keys at top level, or is a run config with a ``train:`` section; then
+    its ``data.format`` (how the pipeline wrote the rows) is the default ``format``.
+    """
+    data: Any = {}
+    source = str(path) if path else "flags"
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise TrainConfigError(f"{path}: cannot read ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise TrainConfigError(f"{where}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise TrainConfigError(f"{path}: expected a mapping of training settings")
+        if isinstance(data.get("train"), dict):
+            section = dict(data["train"])
+            run_data = data.get("data")
+            if isinstance(run_data, dict) and "format" in run_data:
+                section.setdefault("format", run_data["format"])
+            data = section
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        return TrainConfig.model_validate(_merge(data, overrides))
+    except ValidationError as e:
+        raise TrainConfigError(_describe(source, e)) from None

@@ -1,0 +1,381 @@
+"""Supervised fine-tuning of the student with TRL's ``SFTTrainer``: LoRA (default) or full.
+
+The run directory holds everything a run leaves behind::
+
+    <out>/checkpoint-<step>/   Trainer checkpoints (resume from the newest with ``resume``)
+    <out>/runs/<time_host>/    TensorBoard event files (``tensorboard --logdir <out>/runs``)
+    <out>/final/               the trained model: a PEFT adapter (LoRA) or full weights, +tokenizer
+    <out>/merged/              LoRA merged into the base weights (``merge``), for any sampler
+    <out>/train_config.json    the resolved TrainConfig, base model and data files
+    <out>/train_summary.json   steps, losses, tokens, throughput, wall time
+
+Runs unchanged under ``accelerate launch`` (DDP, DeepSpeed, FSDP): every rank runs this code;
+only rank 0 converts the base model, writes files and merges.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from persd.errors import PersdError
+from persd.train.config import TrainConfig
+from persd.train.data import describe, load_examples, to_dataset
+
+
+class TrainError(PersdError):
+    """Training cannot start or continue as asked: names the directory or model and the fix."""
+
+
+class Progress(Protocol):
+    """Same shape as ``persd.pipeline.progress.Progress`` (train does not import pipeline)."""
+
+    def start(self, stage: str, total: int) -> Callable[[int], None]: ...
+
+    def note(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What ``train_summary.json`` holds; throughput counts this session only."""
+
+    steps: int
+    epochs: float
+    final_loss: float | None  # the last logged training loss
+    mean_loss: float | None  # mean training loss of this session
+    tokens: int  # non-padding tokens seen by all ranks, all sessions
+    session_tokens: int
+    tokens_per_s: float
+    wall_s: float
+    examples: int
+    variants: dict[str, int]
+    seed: int
+    base_model: str
+    base_path: str
+    method: str
+    format: str
+    dtype: str
+    resumed_from: str | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    model_dir: Path  # adapter (LoRA) or full model: <out>/final
+    merged_dir: Path | None
+    summary: TrainSummary
+    main_process: bool = True  # False on the other ranks of a distributed run
+
+
+def prepare_out_dir(out_dir: Path, *, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses to stack runs silently.
+
+    The official code resumed whenever ``output_dir`` held a ``config.json``, so a rerun could
+    continue an unrelated run. Here a non-empty directory is an error unless ``resume`` is set,
+    and ``resume`` needs a checkpoint to continue (an empty or absent directory starts fresh).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainError(f"{out_dir}: exists and is not a directory; choose another --out")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return None
+    if not resume:
+        raise TrainError(
+            f"{out_dir}: output directory exists and is not empty; pass --resume to continue "
+            "its newest checkpoint, or choose another --out"
+        )
+    steps = [
+        int(p.name.removeprefix("checkpoint-"))
+        for p in out_dir.glob("checkpoint-*")
+        if p.is_dir()
+        and p.name.removeprefix("checkpoint-").isdigit()
+        and (p / "trainer_state.json").is_file()  # written last: the checkpoint is complete
+    ]
+    if not steps:
+        raise TrainError(
+            f"{out_dir}: --resume given but the directory holds no checkpoint-* to continue; "
+            "choose another --out to start fresh"
+        )
+    return out_dir / f"checkpoint-{max(steps)}"
+
+
+def resolve_base(base_model: str) -> tuple[str, str]:
+    """(name, what ``from_pretrained`` loads): a GGUF is converted once to safetensors."""
+    from persd.llm.registry import resolve_model
+    from persd.llm.student_hf import convert_gguf_to_hf
+
+    resolved = resolve_model(base_model)
+    if resolved.kind == "hub":
+        return resolved.name, str(resolved.hub_id)
+    assert resolved.path is not None
+    if resolved.kind == "gguf":
+        # transformers dequantises a GGUF on load but will not train or save it quantised.
+        return resolved.name, str(convert_gguf_to_hf(resolved.path))
+    return resolved.name, str(resolved.path)
+
+
+def precision(config: TrainConfig, *, cuda: bool, cuda_bf16: bool) -> tuple[str, bool]:
+    """(dtype the weights are loaded in, whether bf16 autocast is on).
+
+    ``auto`` is bf16 mixed precision on a bf16 GPU and float32 on CPU: on this project's CPU
+    (Zen 4, AVX-512 BF16) bf16 autocast measured slower than float32 (docs/TRAINING.md). Full
+    fine-tuning keeps float32 master weights under bf16 autocast (Adam updates in bf16 lose
+    small steps); LoRA stores the frozen base in bf16 and PEFT keeps the adapters in float32.
+    """
+    want_bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and cuda and cuda_bf16)
+    if not want_bf16:
+        return "float32", False
+    return ("bfloat16" if config.method == "lora" else "float32"), True
+
+
+def _load(model_ref: str, config: TrainConfig, load_dtype: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref)
+        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=getattr(torch, load_dtype))
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"{model_ref}: cannot load the base model: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding positions carry label -100 anyway
+    if config.format == "chat" and not tokenizer.chat_template:
+        raise TrainError(
+            f"{model_ref}: the tokenizer has no chat template; train with --format base"
+        )
+    return model, tokenizer
+
+
+def _lora_config(config: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    targets = config.lora.target_modules
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+    )
+
+
+def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
+    """The TRL ``SFTConfig`` for ``config``; every default that matters is set explicitly."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        max_length=config.max_seq_len,
+        completion_only_loss=True,  # prompt tokens get label -100; completion and EOS are learnt
+        packing=False,
+        bf16=bf16,  # SFTConfig defaults to True; on CPU that is slower here (see precision())
+        activation_checkpointing=config.gradient_checkpointing,  # TRL defaults to True
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to=["tensorboard"],
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _meter(progress: Progress | None) -> Any:
+    from transformers import TrainerCallback
+
+    class _Meter(TrainerCallback):
+        """Counts this session's steps, tokens and time (a resumed run starts from a checkpoint's
+        counts), and reports progress and loss lines to the caller from rank 0."""
+
+        def __init__(self) -> None:
+            self.advance: Callable[[int], None] | None = None
+            self.tokens0 = self.step0 = 0
+            self.t0 = self.t1 = 0.0
+            self.dtype = "float32"
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.tokens0, self.step0 = state.num_input_tokens_seen, state.global_step
+            self.t0 = time.perf_counter()
+            if progress and state.is_world_process_zero:
+                self.advance = progress.start("train", state.max_steps)
+                self.advance(state.global_step)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.t1 = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.advance:
+                self.advance(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if progress and state.is_world_process_zero and logs and "loss" in logs:
+                progress.note(f"step {state.global_step}: loss {logs['loss']:.4f}")
+
+    return _Meter()
+
+
+def make_trainer(
+    config: TrainConfig,
+    dataset: Any,
+    model_ref: str,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+) -> tuple[Any, Any]:
+    """(SFTTrainer with the dataset tokenised and labelled, its meter): the model loaded in the
+    precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full."""
+    import torch
+    from transformers import PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    load_dtype, bf16 = precision(
+        config, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported()
+    )
+    set_seed(config.seed)
+    model, tokenizer = _load(model_ref, config, load_dtype)
+    meter = _meter(progress)
+    meter.dtype = f"{load_dtype}+bf16-autocast" if bf16 else load_dtype
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(config, out_dir, bf16=bf16),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if config.method == "lora" else None,
+        callbacks=[meter],
+    )
+    # With tqdm off the Trainer prints every log dict to stdout; progress goes through `progress`
+    # and the numbers to TensorBoard and train_summary.json instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer, meter
+
+
+def train(
+    config: TrainConfig,
+    data: Sequence[Path] | Path,
+    base_model: str,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` on the Example rows in ``data``; write the run under ``out_dir``."""
+    paths = [data] if isinstance(data, Path) else [Path(p) for p in data]
+    out_dir = Path(out_dir)
+    # Bad input fails here, before torch loads: a typo costs no start-up time. Every rank checks
+    # before any rank writes (the barrier below): no rank mistakes another's files for a run.
+    checkpoint = prepare_out_dir(out_dir, resume=config.resume)
+    examples = load_examples(paths)
+
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`: joins the process group
+    dataset = to_dataset(examples, config.format)
+    state.wait_for_everyone()
+    if config.threads:
+        torch.set_num_threads(config.threads)  # process-wide; torch has no per-model setting
+    with state.main_process_first():  # rank 0 converts a GGUF; the others then reuse it
+        name, model_ref = resolve_base(base_model)
+    trainer, meter = make_trainer(config, dataset, model_ref, out_dir, progress=progress)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final_dir = out_dir / "final"
+    trainer.save_model(str(final_dir))  # adapter only for LoRA; gathers ZeRO-3 shards
+    tokens = int(trainer.state.num_input_tokens_seen)
+    session_tokens = tokens - int(meter.tokens0)
+    wall = meter.t1 - meter.t0  # the training loop only: no loading, preparation or saving
+    summary = TrainSummary(
+        steps=trainer.state.global_step,
+        epochs=round(float(trainer.state.epoch or 0.0), 4),
+        final_loss=_last_loss(trainer.state.log_history),
+        mean_loss=_finite(output.training_loss),
+        tokens=tokens,
+        session_tokens=session_tokens,
+        tokens_per_s=round(session_tokens / wall, 2) if wall > 0 else 0.0,
+        wall_s=round(wall, 2),
+        examples=len(examples),
+        variants=describe(examples),
+        seed=config.seed,
+        base_model=name,
+        base_path=model_ref,
+        method=config.method,
+        format=config.format,
+        dtype=meter.dtype,
+        resumed_from=str(checkpoint) if checkpoint else None,
+    )
+    merged = out_dir / "merged" if config.merge and config.method == "lora" else None
+    del trainer
+    if state.is_main_process:
+        _write_json(out_dir / "train_config.json", _run_record(config, paths, name, model_ref))
+        _write_json(out_dir / "train_summary.json", asdict(summary))
+        if merged is not None:
+            from persd.train.export import merge_adapter
+
+            merge_adapter(model_ref, final_dir, merged, overwrite=True)
+    state.wait_for_everyone()
+    return TrainResult(
+        out_dir=out_dir,
+        model_dir=final_dir,
+        merged_dir=merged,
+        summary=summary,
+        main_process=state.is_main_process,
+    )
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x == x and abs(x) != float("inf") else None
+
+
+def _last_loss(history: list[dict[str, Any]]) -> float | None:
+    losses = [row["loss"] for row in history if "loss" in row]
+    return float(losses[-1]) if losses else None
+
+
+def _run_record(config: TrainConfig, paths: list[Path], name: str, ref: str) -> dict[str, Any]:
+    return {
+        "config": config.model_dump(mode="json"),
+        "data": [str(p) for p in paths],
+        "base_model": name,
+        "base_path": ref,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def completion_loss(model: Any, dataset: Any, *, max_len: int = 1024) -> float:
+    """Mean per-token loss on the completions of a prepared (tokenised) dataset: for tests and
+    for checking a trained model on its data, independent of the trainer's own logging."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for row in dataset:
+            ids = torch.tensor([row["input_ids"][:max_len]])
+            labels = torch.tensor([row["labels"][:max_len]])
+            n = int((labels[:, 1:] != -100).sum())
+            if n:
+                total += float(model(input_ids=ids, labels=labels).loss) * n
+                count += n
+    return total / max(count, 1)

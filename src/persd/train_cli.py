@@ -1,0 +1,127 @@
+"""``persd train``: fine-tune the student on training-set JSONL files. Thin, like ``cli.py``.
+
+Mount in ``cli.py`` with ``app.command("train")(train_command)``. Standalone, and under
+``accelerate launch`` (which runs a module or a script, once per process)::
+
+    python -m persd.train_cli DATA.jsonl --model M --out DIR
+    accelerate launch --config_file ddp.yaml -m persd.train_cli DATA.jsonl --model M --out DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from persd.errors import PersdError
+
+console = Console()
+err_console = Console(stderr=True)
+
+train_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="Fine-tune the student (TRL SFT; LoRA or full weights).",
+)
+
+
+class _Bars:
+    """A step bar on stderr, loss lines above it (rank 0 only: train() calls it there)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+
+    def start(self, stage: str, total: int) -> Callable[[int], None]:
+        bar = self._p.add_task(stage, total=total)
+        return lambda n: self._p.advance(bar, n)
+
+    def note(self, message: str) -> None:
+        self._p.console.print(f"[dim]{message}[/]")
+
+
+@train_app.command("train")
+def train_command(
+    data: Annotated[list[Path], typer.Argument(help="Training rows (Example JSONL), one or more.")],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Base model: registry name, .gguf, HF dir or hub id."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML: training keys, or a run config's train:."),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default) or full.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="chat (default) or base: how rows were built.")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; beats --epochs.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, shuffling and dropout.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the newest checkpoint in --out.")
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Also write a merged model to OUT/merged (LoRA).")
+    ] = False,
+) -> None:
+    """Fine-tune MODEL on DATA; writes checkpoints, TensorBoard logs and the model under OUT."""
+    from persd.train import load_train_config, train
+
+    overrides = {
+        "method": method,
+        "format": fmt,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "learning_rate": lr,
+        "seed": seed,
+        "threads": threads,
+        "resume": resume or None,
+        "merge": merge or None,
+    }
+    cfg = load_train_config(config, overrides)
+    with _progress() as bars:
+        result = train(cfg, data, model, out, progress=_Bars(bars))
+    if not result.main_process:  # every rank ran train(); one reports
+        return
+    s = result.summary
+    loss = f"{s.final_loss:.4f}" if s.final_loss is not None else "n/a"
+    console.print(
+        f"trained {s.method} on {s.examples} rows: {s.steps} steps, final loss {loss}, "
+        f"{s.session_tokens:,} tokens at {s.tokens_per_s:,.0f} tokens/s in {s.wall_s:.0f} s"
+    )
+    console.print(f"model: {result.model_dir}")
+    if result.merged_dir:
+        console.print(f"merged: {result.merged_dir}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description:>8}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def run_train() -> None:
+    """Run ``train_app`` on its own with cli.py's error contract: one line, exit code 1."""
+    try:
+        train_app()
+    except PersdError as e:
+        for line in str(e).splitlines():
+            sys.stderr.write(f"error: {line}\n")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    run_train()
