@@ -59,7 +59,7 @@ async def measure(
         base_urls=servers.base_urls,
         endpoint_id=servers.endpoint_id,
         model=servers.model_name,
-        local=True,
+        managed=True,
     )
     try:
         warm = SamplingParams(max_new_tokens=4, seed=12345)
@@ -75,12 +75,18 @@ async def measure(
     return wall, len(replies), sum(r[0].tokens_out for r in replies)
 
 
-def busy_processes() -> str:
-    """What else uses the CPU now, so the numbers can be judged."""
+def busy_processes(exclude: set[int]) -> str:
+    """What else uses the CPU right now (a 1 s sample by top), so the numbers can be judged."""
     out = subprocess.run(
-        ["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()[1:6]
-    return ", ".join(" ".join(line.split()) for line in out)
+        ["top", "-b", "-c", "-n2", "-d1", "-w200"], capture_output=True, text=True, check=False
+    ).stdout
+    last = out.rsplit("PID USER", 1)[-1].splitlines()[1:]
+    busy = []
+    for line in last:
+        f = line.split(None, 11)
+        if len(f) == 12 and int(f[0]) not in exclude and float(f[8]) >= 10:
+            busy.append(f"{f[11][:40]} {float(f[8]):.0f}%")
+    return ", ".join(busy) or "nothing above 10% CPU"
 
 
 def main() -> None:
@@ -92,22 +98,22 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=1024)
     args = ap.parse_args()
 
-    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} busiest: {busy_processes()}")
+    print(f"cpus={os.cpu_count()} before: {busy_processes({os.getpid()})}")
     rows = []
     for spec in args.configs.split(","):
         slots, threads = (int(x) for x in spec.lower().split("x"))
         cfg = ServerConfig(model=args.model, slots=slots, threads_per_slot=threads,
                            n_ctx=args.n_ctx)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp, ManagedServers(cfg, log_dir=Path(tmp)) as srv:
-            load = os.getloadavg()[0]
             wall, n, tokens = asyncio.run(measure(srv, args.prompts, args.max_tokens, Path(tmp)))
-        rows.append((spec, wall, n, tokens, load))
-        print(f"{spec}: {wall:.2f}s {n} requests {tokens} tokens (load before {load:.2f})")
+            others = busy_processes({os.getpid(), *srv.pids})
+        rows.append((spec, wall, n, tokens))
+        print(f"{spec}: {wall:.2f}s {n} requests {tokens} tokens; right after, others: {others}")
 
     base_tps = rows[0][3] / rows[0][1]
     print(f"\nmodel {args.model}, {args.prompts} prompts x {args.max_tokens} max tokens, greedy")
     print(f"{'slots x threads':>16} {'tok/s':>8} {'req/s':>7} {'vs ' + rows[0][0]:>8}")
-    for spec, wall, n, tokens, _ in rows:
+    for spec, wall, n, tokens in rows:
         tps = tokens / wall
         print(f"{spec:>16} {tps:8.1f} {n / wall:7.2f} {tps / base_tps:7.2f}x")
 

@@ -56,9 +56,11 @@ class Counter:
 
     def __init__(self) -> None:
         self.urls: list[str] = []
+        self.authorized = 0
 
     async def __call__(self, request: httpx.Request) -> None:
         self.urls.append(str(request.url))
+        self.authorized += "authorization" in request.headers
 
     @property
     def hooks(self) -> dict:
@@ -82,7 +84,10 @@ async def ask_all(teacher: OpenAITeacher, prompts, params=PARAMS):
 # --- against the managed server ------------------------------------------------------------
 
 
-def test_rerun_makes_no_http_calls(server_cfg: ServerConfig, tmp_path: Path) -> None:
+def test_rerun_makes_no_http_calls(
+    server_cfg: ServerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-local-servers")
     cfg = TeacherConfig(server=server_cfg, **FAST)
     first, second = Counter(), Counter()
 
@@ -92,6 +97,7 @@ def test_rerun_makes_no_http_calls(server_cfg: ServerConfig, tmp_path: Path) -> 
 
     replies1, replies2 = run(go(first)), run(go(second))
     assert len(first.urls) == 3 and second.urls == []
+    assert first.authorized == 0  # persd's own server is never sent the user's API key
     assert [r[0].text for r in replies1] == [r[0].text for r in replies2]
     assert not any(r[0].cached for r in replies1) and all(r[0].cached for r in replies2)
     assert all(r[0].text and r[0].tokens_out > 0 for r in replies1)
@@ -152,7 +158,7 @@ def test_killed_server_is_one_line_and_loses_nothing(
             cache=TeacherCache(tmp_path / "teacher.sqlite"),
             base_urls=servers.base_urls,
             endpoint_id=servers.endpoint_id,
-            local=True,
+            managed=True,
             diagnose=servers.diagnose,
             event_hooks=counter.hooks,
         )

@@ -68,7 +68,8 @@ class OpenAITeacher:
     """``Teacher`` over ``POST {base_url}/chat/completions``. Use ``open_teacher`` to build one.
 
     ``endpoint_id`` names the endpoint in cache keys; it must not change between runs (a
-    managed server's port does, so its id names the model file instead).
+    managed server's port does, so its id names the model file instead). ``managed``: the
+    endpoints are persd's own llama.cpp slots: free, one request each, and sent no API key.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class OpenAITeacher:
         base_urls: Sequence[str] | None = None,
         endpoint_id: str | None = None,
         model: str | None = None,
-        local: bool = False,
+        managed: bool = False,
         diagnose: Callable[[str], str | None] | None = None,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
@@ -91,13 +92,13 @@ class OpenAITeacher:
         self._diagnose = diagnose
         calls, spent = cache.totals()  # a budget covers the run directory, resumed runs included
         self.budget = Budget(
-            resolve_price(cfg, local=local),
+            resolve_price(cfg, local=managed),
             budget_usd=cfg.budget_usd,
             max_calls=cfg.max_calls,
             spent_usd=spent,
             calls=calls,
         )
-        concurrency = cfg.concurrency or (len(self._urls) if local else _DEFAULT_API_CONCURRENCY)
+        concurrency = cfg.concurrency or (len(self._urls) if managed else _DEFAULT_API_CONCURRENCY)
         self._sem = asyncio.Semaphore(concurrency)
         self._busy = dict.fromkeys(self._urls, 0)
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -105,7 +106,7 @@ class OpenAITeacher:
         )
         # Read once, kept only inside the client's headers: never in self, the cache or errors.
         headers = {}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env and not managed else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._redact = key or None
@@ -325,7 +326,7 @@ async def open_teacher(
                 base_urls=servers.base_urls,
                 endpoint_id=servers.endpoint_id,
                 model=servers.model_name,
-                local=True,
+                managed=True,
                 diagnose=servers.diagnose,
                 event_hooks=event_hooks,
             )
