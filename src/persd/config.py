@@ -22,7 +22,9 @@ def _offline_teacher() -> TeacherConfig:
     return TeacherConfig(
         model="qwen2.5-coder-1.5b-instruct",
         api_key_env=None,
-        server=ServerConfig(model="qwen2.5-coder-1.5b-instruct"),
+        # Two single-thread slots: 2x one slot here, while one slot with 2 threads collapses
+        # ~10x whenever anything else runs (benchmarks/bench_teacher.py, docs/BENCHMARKS.md).
+        server=ServerConfig(model="qwen2.5-coder-1.5b-instruct", slots=2),
     )
 
 
@@ -32,7 +34,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: PoolConfig = Field(default_factory=PoolConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
+    student: StudentConfig = Field(
+        default_factory=lambda: StudentConfig(model="qwen2.5-coder-0.5b-instruct")
+    )
     attempt: AttemptConfig = Field(default_factory=AttemptConfig)
     teacher: TeacherConfig = Field(default_factory=_offline_teacher)
     teach: TeachConfig = Field(default_factory=TeachConfig)

@@ -319,7 +319,9 @@ async def open_teacher(
             from persd.llm.server import ManagedServers
 
             # Started here, on the caller's thread: see ManagedServers on parent-death signals.
-            servers = stack.enter_context(ManagedServers(cfg.server, log_dir=Path(run_dir)))
+            servers = stack.enter_context(
+                ManagedServers(cfg.server, log_dir=Path(run_dir) / "logs")
+            )
             teacher = OpenAITeacher(
                 cfg,
                 cache=cache,
