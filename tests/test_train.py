@@ -18,7 +18,7 @@ pytest.importorskip("peft")
 from persd.errors import DataError, PersdError  # noqa: E402
 from persd.records import Example  # noqa: E402
 from persd.train import TrainConfig, TrainError, load_train_config, train  # noqa: E402
-from persd.train.data import load_examples, to_dataset  # noqa: E402
+from persd.train.data import load_examples  # noqa: E402
 from persd.train.sft import completion_loss, make_trainer  # noqa: E402
 
 CHATML = (
@@ -133,7 +133,7 @@ def lora_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def _prepared(tiny_model: Path, fmt: str, tmp_path: Path):
     config = _config(format=fmt)
-    trainer, _ = make_trainer(config, to_dataset(_examples(fmt), fmt), str(tiny_model), tmp_path)
+    trainer, _ = make_trainer(config, _examples(fmt), str(tiny_model), tmp_path)
     return trainer
 
 
@@ -310,3 +310,26 @@ def test_cli_errors_are_one_line(tmp_path: Path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {bad}:1: 'variant' is missing"
+
+
+def test_runs_unchanged_under_accelerate_launch(tiny_model: Path, tmp_path: Path):
+    """Two data-parallel CPU processes (gloo), launched the documented way."""
+    import subprocess
+    import sys
+
+    from persd.train.launch import accelerate_config
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _examples("chat"))
+    out = tmp_path / "out"
+    cmd = [
+        *(sys.executable, "-m", "accelerate.commands.launch"),
+        *("--config_file", str(accelerate_config("ddp_cpu")), "-m", "persd.train_cli"),
+        *(str(data), "--model", str(tiny_model), "--out", str(out), "--max-steps", "2"),
+        *("--threads", "1"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained lora on 6 rows: 2 steps") == 1  # rank 0 reports, alone
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    assert (out / "final" / "adapter_model.safetensors").is_file()

@@ -6,7 +6,11 @@ TRL computes the loss on the completion only for prompt-completion datasets, in 
   renders them with the model's chat template, so the end-of-turn token the template writes after
   the assistant turn (``<|im_end|>`` for Qwen2 / SmolLM2) is a completion token: the model learns
   to stop, as it must when sampled through the same template.
-- ``base``: plain strings; TRL appends the tokenizer's EOS to the completion.
+- ``base``: tokenised here, prompt and completion separately, then joined, with the EOS
+  appended (as the paper did). Tokenising ``prompt + completion`` as one string, as TRL does for
+  plain text, lets BPE merge across the boundary (Qwen2.5 has one token for a period, closing
+  docstring quotes and a blank line): the prompt's last characters would be learnt as
+  completion, on a token sequence the model never sees when sampled from the prompt alone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -74,17 +78,30 @@ def load_examples(paths: Sequence[Path]) -> list[Example]:
     return rows
 
 
-def to_dataset(examples: Sequence[Example], fmt: Literal["chat", "base"]) -> Dataset:
-    """A TRL prompt-completion dataset: conversational for ``chat``, plain text for ``base``."""
+def to_dataset(
+    examples: Sequence[Example], fmt: Literal["chat", "base"], tokenizer: Any
+) -> Dataset:
+    """What SFTTrainer takes: conversational prompt-completion rows for ``chat``; for ``base``,
+    token ids with a completion mask (TRL turns the mask into -100 labels on the prompt)."""
     from datasets import Dataset
 
     if fmt == "chat":
-        prompts: list = [[{"role": "user", "content": ex.prompt}] for ex in examples]
-        completions: list = [[{"role": "assistant", "content": ex.completion}] for ex in examples]
-    else:
-        prompts = [ex.prompt for ex in examples]
-        completions = [ex.completion for ex in examples]
-    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+        return Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": ex.prompt}] for ex in examples],
+                "completion": [
+                    [{"role": "assistant", "content": ex.completion}] for ex in examples
+                ],
+            }
+        )
+    ids, masks = [], []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt)["input_ids"]  # with BOS where the vocabulary uses one
+        completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+        completion.append(tokenizer.eos_token_id)  # learnt: the model must stop by itself
+        ids.append(prompt + completion)
+        masks.append([0] * len(prompt) + [1] * len(completion))
+    return Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
 
 
 def describe(examples: Sequence[Example]) -> dict[str, int]:

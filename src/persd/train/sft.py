@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from persd.errors import PersdError
+from persd.records import Example
 from persd.train.config import TrainConfig
 from persd.train.data import describe, load_examples, to_dataset
 
@@ -49,6 +50,7 @@ class TrainSummary:
     mean_loss: float | None  # mean training loss of this session
     tokens: int  # non-padding tokens seen by all ranks, all sessions
     session_tokens: int
+    processes: int  # data-parallel ranks (accelerate launch --num_processes)
     tokens_per_s: float
     wall_s: float
     examples: int
@@ -196,6 +198,8 @@ def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Without a GPU: gloo between processes under a launcher (else each runs alone).
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -235,13 +239,13 @@ def _meter(progress: Progress | None) -> Any:
 
 def make_trainer(
     config: TrainConfig,
-    dataset: Any,
+    examples: Sequence[Example],
     model_ref: str,
     out_dir: Path,
     *,
     progress: Progress | None = None,
 ) -> tuple[Any, Any]:
-    """(SFTTrainer with the dataset tokenised and labelled, its meter): the model loaded in the
+    """(SFTTrainer with the rows tokenised and labelled, its meter): the model loaded in the
     precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full."""
     import torch
     from transformers import PrinterCallback, set_seed
@@ -251,14 +255,16 @@ def make_trainer(
     load_dtype, bf16 = precision(
         config, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported()
     )
+    # Arguments first: under DeepSpeed ZeRO-3 they must exist before the model is loaded.
+    args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
     model, tokenizer = _load(model_ref, config, load_dtype)
     meter = _meter(progress)
     meter.dtype = f"{load_dtype}+bf16-autocast" if bf16 else load_dtype
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(config, out_dir, bf16=bf16),
-        train_dataset=dataset,
+        args=args,
+        train_dataset=to_dataset(examples, config.format, tokenizer),
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.method == "lora" else None,
         callbacks=[meter],
@@ -288,14 +294,15 @@ def train(
     import torch
     from accelerate import PartialState
 
-    state = PartialState()  # under `accelerate launch`: joins the process group
-    dataset = to_dataset(examples, config.format)
+    # Under `accelerate launch` or torchrun this joins the process group: NCCL on GPUs, gloo
+    # on a machine without one (accelerate would otherwise run each CPU process alone).
+    state = PartialState(cpu=not torch.cuda.is_available())
     state.wait_for_everyone()
     if config.threads:
         torch.set_num_threads(config.threads)  # process-wide; torch has no per-model setting
     with state.main_process_first():  # rank 0 converts a GGUF; the others then reuse it
         name, model_ref = resolve_base(base_model)
-    trainer, meter = make_trainer(config, dataset, model_ref, out_dir, progress=progress)
+    trainer, meter = make_trainer(config, examples, model_ref, out_dir, progress=progress)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_dir = out_dir / "final"
     trainer.save_model(str(final_dir))  # adapter only for LoRA; gathers ZeRO-3 shards
@@ -308,6 +315,7 @@ def train(
         final_loss=_last_loss(trainer.state.log_history),
         mean_loss=_finite(output.training_loss),
         tokens=tokens,
+        processes=state.num_processes,
         session_tokens=session_tokens,
         tokens_per_s=round(session_tokens / wall, 2) if wall > 0 else 0.0,
         wall_s=round(wall, 2),
