@@ -1,8 +1,9 @@
 """Re-capture the raw model outputs that tests/test_extract.py checks extraction against.
 
-Greedy samples of real models on HumanEval and MBPP prompts, written verbatim, one file each,
-plus ``index.json`` (what produced each file and what the sandbox said of its extraction at
-capture time; failures were read by hand to check the model, not extraction, was wrong).
+Greedy samples of real models on HumanEval and MBPP prompts, written verbatim, one file each
+(a file already there is kept and only re-scored), plus ``index.json``: what produced each file
+and the sandbox verdict of its extraction (failures were read by hand: the model was wrong, not
+the extraction).
 
     python benchmarks/capture_model_outputs.py [MODEL...]    # minutes on 2 CPU cores
 """
@@ -37,31 +38,40 @@ def _student(model: str, backend: str):
     if backend == "llama_cpp":
         from persd.llm.student_llama import LlamaStudent
 
-        return LlamaStudent(path, threads=2, n_ctx=2048)
+        return LlamaStudent(path, threads=1, n_ctx=2048)
     from persd.llm.student_hf import HFStudent
 
-    return HFStudent(path, dtype="float32", batch_size=4, threads=2)
+    return HFStudent(path, dtype="float32", batch_size=4, threads=1)
 
 
 def main() -> None:
     humaneval, mbpp = load_humaneval(), load_mbpp("test")
-    index: dict[str, dict] = {}
+    index_path = HERE / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
     only = set(sys.argv[1:])
     with Sandbox() as sandbox:
         for model, backend, chat, he, mb in PLAN:
             if only and model not in only:
                 continue
             tasks: list[Task] = [humaneval[i] for i in he] + [mbpp[i] for i in mb]
-            student = _student(model, backend)
+            short = model.split("-")[0]
+            names = {
+                t.id: f"{short}-{backend}-{'chat' if chat else 'base'}-{t.id.replace('/', '_')}"
+                for t in tasks
+            }
+            student = None
             for task in tasks:
-                stop = () if chat else base_stop_sequences(task.prompt, task.entry_point)
-                params = SamplingParams(max_new_tokens=320, stop=stop)
-                gen = student.generate([student_prompt(task, chat=chat)], params)[0][0]
-                short = model.split("-")[0]
-                name = f"{short}-{backend}-{'chat' if chat else 'base'}-{task.id.replace('/', '_')}"
-                (HERE / f"{name}.txt").write_text(gen.text, encoding="utf-8")
+                name = names[task.id]
+                path = HERE / f"{name}.txt"
+                if not path.exists():  # an output already captured is only re-scored
+                    student = student or _student(model, backend)
+                    stop = () if chat else base_stop_sequences(task.prompt, task.entry_point)
+                    params = SamplingParams(max_new_tokens=320, stop=stop)
+                    gen = student.generate([student_prompt(task, chat=chat)], params)[0][0]
+                    path.write_text(gen.text, encoding="utf-8")
+                raw = path.read_text(encoding="utf-8")
                 program = extract_program(
-                    gen.text, prompt=task.prompt, entry_point=task.entry_point, chat=chat
+                    raw, prompt=task.prompt, entry_point=task.entry_point, chat=chat
                 )
                 fb = sandbox.run(Job.for_task(task, program))
                 index[name] = {
@@ -71,11 +81,10 @@ def main() -> None:
                     "task": task.id,
                     "status": fb.status,
                 }
+                index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
                 print(f"{name}: {fb.status}", flush=True)
-            student.close()
-    old = json.loads((HERE / "index.json").read_text()) if (HERE / "index.json").exists() else {}
-    old.update(index)
-    (HERE / "index.json").write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+            if student is not None:
+                student.close()
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ def drop_test_code(source: str) -> str:
     for node in reversed(tree.body):
         if _is_junk(node, functions) and node.end_lineno is not None:
             del lines[_first_line(node) - 1 : node.end_lineno]
+    while lines and (not lines[-1].strip() or lines[-1].startswith("#")):
+        lines.pop()  # "# Example usage:" left behind by the code it introduced
     return "".join(lines).rstrip() + "\n"
 
 
