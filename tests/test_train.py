@@ -7,6 +7,7 @@ dozen optimizer steps take a second or two on CPU.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,7 @@ def test_run_directory_holds_summary_config_and_tensorboard(lora_run: dict):
     out = lora_run["out"]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 30 and summary["examples"] == len(TASKS)
-    assert summary["variants"] == {"persd": len(TASKS)}
+    assert summary["variants"] == {"persd": len(TASKS)} and summary["dropped_too_long"] == 0
     assert summary["method"] == "lora" and summary["seed"] == 42 and summary["format"] == "chat"
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0
     assert summary["final_loss"] < 2.0
@@ -327,9 +328,29 @@ def test_runs_unchanged_under_accelerate_launch(tiny_model: Path, tmp_path: Path
         *(str(data), "--model", str(tiny_model), "--out", str(out), "--max-steps", "2"),
         *("--threads", "1"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # two ranks on one GPU would clash in NCCL
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained lora on 6 rows: 2 steps") == 1  # rank 0 reports, alone
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2
     assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_rows_whose_prompt_fills_max_seq_len_are_counted(tiny_model: Path, tmp_path: Path):
+    rows = _examples("base")
+    rows[0] = rows[0].model_copy(update={"prompt": "x " * 200})
+    data = _write_jsonl(tmp_path / "d.jsonl", rows)
+    notes: list[str] = []
+
+    class Notes:
+        def start(self, stage: str, total: int):
+            return lambda n: None
+
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    config = _config(format="base", max_steps=1, max_seq_len=32)
+    result = train(config, data, str(tiny_model), tmp_path / "out", progress=Notes())
+    assert result.summary.dropped_too_long == 1 and result.summary.examples == 6
+    assert any("skipped 1 of 6 rows" in n for n in notes)

@@ -54,6 +54,7 @@ class TrainSummary:
     tokens_per_s: float
     wall_s: float
     examples: int
+    dropped_too_long: int  # rows whose prompt filled max_seq_len (TRL leaves them out)
     variants: dict[str, int]
     seed: int
     base_model: str
@@ -303,6 +304,13 @@ def train(
     with state.main_process_first():  # rank 0 converts a GGUF; the others then reuse it
         name, model_ref = resolve_base(base_model)
     trainer, meter = make_trainer(config, examples, model_ref, out_dir, progress=progress)
+    # TRL drops rows whose prompt alone fills max_seq_len (nothing left to learn): say so.
+    dropped = len(examples) - len(trainer.train_dataset)
+    if dropped and progress and state.is_main_process:
+        progress.note(
+            f"skipped {dropped} of {len(examples)} rows: the prompt fills max_seq_len "
+            f"({config.max_seq_len} tokens); raise max_seq_len to keep them"
+        )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_dir = out_dir / "final"
     trainer.save_model(str(final_dir))  # adapter only for LoRA; gathers ZeRO-3 shards
@@ -320,6 +328,7 @@ def train(
         tokens_per_s=round(session_tokens / wall, 2) if wall > 0 else 0.0,
         wall_s=round(wall, 2),
         examples=len(examples),
+        dropped_too_long=dropped,
         variants=describe(examples),
         seed=config.seed,
         base_model=name,
