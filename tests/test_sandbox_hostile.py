@@ -623,6 +623,25 @@ CASES = [
             os.symlink("/tmp", "t")
             open("t/" + "@tmp_target@".rsplit("/", 1)[1], "w").write("x")
         """, "error", needs=("landlock",), exception="PermissionError"),
+    # Clean-up (the worker's own fd-relative rmtree) must remove all of this without following
+    # the links out of scratch: the canary next to their targets must survive.
+    case("messy_scratch_left_for_cleanup", """
+        import os
+        os.makedirs("a/b/c")
+        open("a/b/c/f", "w").write("x")
+        os.mkdir("locked")
+        open("locked/f", "w").write("x")
+        os.chmod("locked", 0)
+        os.symlink(os.path.dirname("@canary@"), "up")
+        os.symlink("@canary@", "canary_link")
+        try:
+            os.mkdir("../sibling")
+            os.symlink(os.path.dirname("@canary@"), "../sibling/up")
+        except OSError:
+            pass
+        def add(a, b):
+            return a + b
+        """, "passed", may_pass=True),
     case("rename_out_of_scratch", """
         import os
         def add(a, b):
