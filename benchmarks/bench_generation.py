@@ -37,7 +37,7 @@ def _measure(name: str, student: Student, prompts: Sequence[Prompt], params: Sam
     seconds = time.perf_counter() - start
     tokens = sum(g.tokens_out for row in gens for g in row)
     row = (name, tokens / seconds, tokens, seconds)
-    print(f"  {name:<34} {row[1]:7.1f} tok/s  ({tokens} tokens in {seconds:.1f} s)", flush=True)
+    print(f"  {name:<42} {row[1]:7.1f} tok/s  ({tokens} tokens in {seconds:.1f} s)", flush=True)
     return row
 
 
@@ -80,8 +80,17 @@ def bench_student(args: argparse.Namespace) -> list[Row]:
             lambda: LlamaStudent(gguf, threads=args.threads, n_ctx=2048),
         ),
     ]
-    for dtype in ("bfloat16", "float32"):
-        for batch in (1, 8):
+    if args.lora_gguf:
+        runs.append(
+            (
+                f"llama.cpp + GGUF LoRA, {args.threads} thread(s)",
+                lambda: LlamaStudent(
+                    gguf, threads=args.threads, n_ctx=2048, lora_path=args.lora_gguf
+                ),
+            )
+        )
+    for dtype in args.dtypes.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
             runs.append(
                 (
                     f"transformers {dtype}, batch {batch}",
@@ -118,7 +127,7 @@ def bench_student(args: argparse.Namespace) -> list[Row]:
     base = rows[0][1]
     print(f"\nratio to single-stream llama.cpp ({base:.1f} tok/s):")
     for name, rate, _, _ in rows:
-        print(f"  {name:<34} {rate / base:5.2f}x")
+        print(f"  {name:<42} {rate / base:5.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return rows
 
@@ -129,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128, help="max new tokens per sample")
     parser.add_argument("--threads", type=int, default=1, help="same for every backend")
-    parser.add_argument("--lora", action="store_true", help="also time a LoRA adapter")
+    parser.add_argument("--dtypes", default="bfloat16,float32", help="transformers dtypes")
+    parser.add_argument("--batches", default="1,8", help="transformers batch sizes")
+    parser.add_argument("--lora", action="store_true", help="also time a random rank-16 LoRA")
+    parser.add_argument("--lora-gguf", type=Path, help="a GGUF LoRA to time with llama.cpp")
     args = parser.parse_args(argv)
     return bench_student(args)
 

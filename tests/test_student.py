@@ -68,8 +68,9 @@ def test_vllm_sampling_params_mean_what_they_mean_elsewhere() -> None:
 def test_auto_backend_follows_the_model_and_adapter() -> None:
     if __import__("importlib").util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed: auto may pick it")
-    assert choose_backend(StudentConfig(), kind="gguf") == "llama_cpp"
+    assert choose_backend(StudentConfig(), kind="gguf") == "transformers"
     assert choose_backend(StudentConfig(), kind="hf_dir") == "transformers"
+    assert choose_backend(StudentConfig(backend="llama_cpp"), kind="gguf") == "llama_cpp"
     with_peft = StudentConfig(adapter=Path("runs/r1/adapter"))
     assert choose_backend(with_peft, kind="gguf") == "transformers"
     with_gguf_lora = StudentConfig(adapter=Path("runs/r1/adapter.gguf"))
@@ -126,12 +127,12 @@ def _check_stop_is_honoured(student: Student) -> None:
 
 @pytest.fixture(scope="module")
 def llama_student(smollm2_gguf: Path):
-    student = load_student(StudentConfig(model=str(smollm2_gguf), n_ctx=1024))
+    student = load_student(StudentConfig(model=str(smollm2_gguf), backend="llama_cpp", n_ctx=1024))
     yield student
     student.close()
 
 
-def test_auto_loads_a_gguf_with_llama_cpp(llama_student: Student) -> None:
+def test_load_student_builds_llama_cpp_for_a_gguf(llama_student: Student) -> None:
     from persd.llm.student_llama import LlamaStudent
 
     assert isinstance(llama_student, LlamaStudent) and isinstance(llama_student, Student)

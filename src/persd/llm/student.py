@@ -1,8 +1,11 @@
 """Which student backend to build for a model: ``StudentConfig`` in, a ``Student`` out.
 
 ``backend="auto"`` picks by what the machine and the model allow (docs/STUDENT.md has the
-measurements behind it): vLLM on a CUDA machine that has it; otherwise llama.cpp for a GGUF
-model without an adapter, transformers for everything else (HF weights, a PEFT adapter).
+measurements behind it): vLLM on a CUDA machine that has it; otherwise transformers, batched,
+which outruns single-stream llama.cpp at batch 16 and samples a PEFT adapter with no
+conversion. Every round then samples through the same backend, so a change in pass rate
+between rounds comes from training, not from a change of kernels. llama.cpp only when asked
+for, or when the adapter is already a GGUF LoRA.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class StudentConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "bfloat16", description="transformers/vllm weights; 'auto' lets vLLM choose"
     )
-    batch_size: int = Field(8, ge=1, description="transformers: rows per generate call")
+    batch_size: int = Field(16, ge=1, description="transformers: rows per generate call")
     threads: int | None = Field(
         None, ge=1, description="CPU threads (torch: process-wide); llama_cpp defaults to 1"
     )
@@ -62,8 +65,7 @@ def choose_backend(config: StudentConfig, *, kind: str) -> Backend:
         return config.backend
     if _vllm_usable():
         return "vllm"
-    gguf_adapter = config.adapter is not None and config.adapter.suffix == ".gguf"
-    if kind == "gguf" and (config.adapter is None or gguf_adapter):
+    if kind == "gguf" and config.adapter is not None and config.adapter.suffix == ".gguf":
         return "llama_cpp"
     return "transformers"
 

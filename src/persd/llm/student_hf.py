@@ -79,6 +79,9 @@ def convert_gguf_to_hf(
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the copy from other users
         try:
             os.rename(tmp, out)
         except OSError:
@@ -99,7 +102,7 @@ class HFStudent:
         adapter: Path | str | None = None,
         merge_adapter: bool = True,
         dtype: DType = "bfloat16",
-        batch_size: int = 8,
+        batch_size: int = 16,
         threads: int | None = None,
         name: str | None = None,
         device: str | None = None,
