@@ -83,6 +83,9 @@ def summary_table(s: RunSummary) -> Table:
         "teacher cost (per accepted)",
         f"${s.teacher_cost_usd:.4f}" + (f" (${per:.5f})" if per is not None else ""),
     )
+    for model, by_bench in s.evaluation.items():
+        for bench, p1 in by_bench.items():
+            t.add_row(f"pass@1 {bench}: {model}", f"{100 * p1:.1f}%")
     for stage, sec in s.stage_seconds.items():
         t.add_row(f"  time: {stage}", f"{sec:.1f} s")
     return t
@@ -95,8 +98,13 @@ def run(
         bool, typer.Option("--dry-run", help="Print the plan and a cost estimate; run nothing.")
     ] = False,
     force: ForceOpt = False,
+    train: Annotated[bool, typer.Option(help="Fine-tune on train.variants after building.")] = True,
+    evaluate: Annotated[bool, typer.Option(help="Score base and trained students.")] = True,
 ) -> None:
-    """Run the whole loop: attempt, execute, solve, refine, verify, build data. Resumable."""
+    """Run the whole loop: attempt, execute, refine, verify, build data, train, evaluate.
+
+    Resumable: rerun the same command after an interruption and it continues.
+    """
     with _bars() as bars:
         loop = _loop(config, run_dir, force, RichProgress(bars))
         if dry_run:
@@ -119,7 +127,7 @@ def run(
             t.add_row("teacher cost", cost)
             console.print(t)
             return
-        summary = loop.run()
+        summary = loop.run(train=train, evaluate=evaluate)
     console.print(summary_table(summary))
     console.print(f"run directory: {loop.store.root}")
 

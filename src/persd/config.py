@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from persd.errors import PersdError
 from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
-from persd.pipeline.config import AttemptConfig, DataConfig, PoolConfig, TeachConfig
+from persd.pipeline.config import (
+    AttemptConfig,
+    DataConfig,
+    EvalStageConfig,
+    PoolConfig,
+    TeachConfig,
+    TrainStageConfig,
+)
 from persd.sandbox.config import SandboxConfig
 
 
@@ -41,6 +48,8 @@ class RunConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=_offline_teacher)
     teach: TeachConfig = Field(default_factory=TeachConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    evaluate: EvalStageConfig = Field(default_factory=EvalStageConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from persd.records import Variant
+from persd.train.config import TrainConfig
 
 
 class _Section(BaseModel):
@@ -67,3 +70,32 @@ class DataConfig(_Section):
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
     refine_template: str = "student_refine"
+
+
+class TrainStageConfig(TrainConfig):
+    """``train:`` — which training sets to fine-tune the student on, and how (TrainConfig).
+
+    ``format`` follows ``student.chat``: the data was written for the way the student is
+    prompted, so training must render it the same way.
+    """
+
+    variants: tuple[Variant, ...] = ("persd_combined",)
+    epochs: float = Field(2.0, gt=0)
+
+
+class EvalStageConfig(_Section):
+    """``evaluate:`` — how the base student and every trained variant are scored (same
+    settings for all, so rows are comparable)."""
+
+    benchmarks: tuple[str, ...] = ("humaneval",)
+    limit: int | None = Field(None, ge=1, description="only the first N tasks of each benchmark")
+    n: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    refine_steps: int = Field(0, ge=0, description="self-refinement steps on seen tests")
+    max_new_tokens: int = Field(384, ge=16)
+    backend: Literal["transformers", "vllm", "auto"] = Field(
+        "transformers",
+        description="one backend for base and trained students alike: a quantised base in "
+        "llama.cpp against a bf16 trained model would compare quantisation, not training",
+    )
+    seed: int = 0

@@ -37,9 +37,7 @@ def make_plan(loop: Loop) -> Plan:
     tasks = loop.pool.tasks
     attempts_done = loop.attempts.ids()
     n = cfg.attempt.n
-    missing = sum(
-        1 for t in tasks for i in range(n) if f"{t.id}#r0a{i}" not in attempts_done
-    )
+    missing = sum(1 for t in tasks for i in range(n) if f"{t.id}#r0a{i}" not in attempts_done)
     solve = [r for r in solve_requests(tasks, cfg.teach) if r.id not in loop.solutions.ids()]
     solve = solve if cfg.teach.solve else []
     # Refinements: the failures already known, plus every missing attempt failing.

@@ -11,6 +11,8 @@ few, so running the two side by side is slower than running them in turn.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING
 from persd.pipeline.attempt import missing_tasks, run_attempts
 from persd.pipeline.build import build_datasets
 from persd.pipeline.execute import execute
+from persd.pipeline.heavy import evaluate_model, train_variant
+from persd.pipeline.isolate import run_isolated
 from persd.pipeline.pool import Pool, load_pool
 from persd.pipeline.progress import LogProgress, Progress
 from persd.pipeline.store import RunStore
@@ -27,12 +31,14 @@ from persd.pipeline.summary import RunSummary, summarise
 from persd.pipeline.teach import ask_teacher, refine_requests, solve_requests
 from persd.records import Attempt, Example, Execution, Task, TeacherCall
 from persd.sandbox import Sandbox
+from persd.tasks import load_benchmark
+from persd.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from persd.config import RunConfig
     from persd.llm.base import Student, Teacher
 
-STAGES = ("attempt", "execute", "solve", "refine", "verify", "build")
+STAGES = ("attempt", "execute", "solve", "refine", "verify", "build", "train", "evaluate")
 # Settings that change how a run executes, not what it computes: free to differ on resume.
 OPERATIONAL = (
     "sandbox.workers",
@@ -268,15 +274,86 @@ class Loop:
                 self.progress.note(f"build: {count} × {reason}")
         return built.rows
 
+    def train(self) -> dict[str, Path]:
+        """Fine-tune the student on each ``train.variants`` set, each in its own process; a
+        finished variant is kept, an interrupted one resumes from its newest checkpoint."""
+        cfg = self.config.train
+        fmt = "chat" if self.chat else "base"
+        trained: dict[str, Path] = {}
+        for variant in cfg.variants:
+            out = self.store.root / "models" / variant
+            data = self.store.root / "data" / f"{variant}.jsonl"
+            if (out / "train_summary.json").exists():
+                trained[variant] = out / "final"
+                continue
+            if not data.exists() or not data.read_text().strip():
+                self.progress.note(f"train: {variant} has no examples; not trained")
+                continue
+            resume = out.exists() and any(out.glob("checkpoint-*"))
+            if out.exists() and not resume:
+                shutil.rmtree(out)  # a start that wrote no checkpoint: nothing to keep
+            settings = TrainConfig.model_validate(
+                cfg.model_dump(exclude={"variants"}) | {"format": fmt, "resume": resume}
+            )
+            with self.timer.stage(f"train {variant}"):
+                self.progress.note(f"train: {variant} ({data}) -> {out}")
+                model_dir = run_isolated(
+                    f"train {variant}",
+                    train_variant,
+                    settings.model_dump_json(),
+                    str(data),
+                    self.config.student.model,
+                    str(out),
+                )
+            trained[variant] = Path(model_dir)
+        return trained
+
+    def evaluate(self, trained: dict[str, Path] | None = None) -> dict[str, dict]:
+        """Score the base student and each trained variant with the same settings."""
+        cfg = self.config.evaluate
+        if trained is None:  # the variants a previous invocation finished training
+            models = self.store.root / "models"
+            trained = {
+                v: models / v / "final"
+                for v in self.config.train.variants
+                if (models / v / "train_summary.json").exists()
+            }
+        results: dict[str, dict] = {}
+        for name, adapter in [("base", None), *trained.items()]:
+            student = {**self.config.student.model_dump(mode="json"), "backend": cfg.backend}
+            student["adapter"] = str(adapter) if adapter else None
+            for bench in cfg.benchmarks:
+                out = self.store.root / "eval" / name / bench
+                if (out / "report.json").exists():
+                    results.setdefault(name, {})[bench] = json.loads(
+                        (out / "report.json").read_text()
+                    )
+                    continue
+                total = cfg.limit or len(load_benchmark(bench))
+                with self.timer.stage(f"eval {name}"):
+                    results.setdefault(name, {})[bench] = run_isolated(
+                        f"evaluate {name} on {bench}",
+                        evaluate_model,
+                        json.dumps(student),
+                        self.config.sandbox.model_dump_json(),
+                        cfg.model_dump_json(),
+                        bench,
+                        str(out),
+                        on_tick=self.progress.start(f"eval {name} {bench}", total),
+                    )
+        return results
+
     # ---- all of it ---------------------------------------------------------------------
 
-    def run(self) -> RunSummary:
+    def run(self, *, train: bool = True, evaluate: bool = True) -> RunSummary:
         self.attempt()
         self.execute()
         self.teach()
         self.verify()
         datasets = self.build()
-        summary = self.summary(datasets)
+        trained = self.train() if train else {}
+        evals = self.evaluate(trained) if evaluate else {}
+        summary = self.summary(datasets).model_copy(update={"evaluation": _pass1(evals)})
         (self.store.root / "summary.json").write_text(summary.model_dump_json(indent=2))
         return summary
 
@@ -299,6 +376,14 @@ class Loop:
             teacher_calls_new=self.teacher_calls_new,
             stage_seconds=self.timer.seconds,
         )
+
+
+def _pass1(evals: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """model -> benchmark -> pass@1 at step 0 (the table's headline numbers)."""
+    return {
+        model: {bench: r["steps"][0]["pass_at"]["1"] for bench, r in by_bench.items()}
+        for model, by_bench in evals.items()
+    }
 
 
 class _lazy_teacher:  # noqa: N801 - used as a context manager, like contextlib's

@@ -27,6 +27,7 @@ class RunSummary(BaseModel):
     teacher_tokens_out: int = 0
     teacher_cost_usd: float = 0.0
     stage_seconds: dict[str, float] = Field(default_factory=dict)  # this invocation
+    evaluation: dict[str, dict[str, float]] = Field(default_factory=dict)  # pass@1, step 0
 
     @property
     def attempt_pass_rate(self) -> float:

@@ -1,0 +1,69 @@
+"""Training and evaluation of one model, as plain functions of serialisable arguments, so
+``isolate.run_isolated`` can run each in its own process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def train_variant(
+    settings_json: str, data: str, base_model: str, out: str, *, tick: Callable[[int], None]
+) -> str:
+    """Fine-tune ``base_model`` on one training set; returns the adapter/model directory."""
+    from persd.train.config import TrainConfig
+    from persd.train.sft import train
+
+    result = train(
+        TrainConfig.model_validate_json(settings_json), Path(data), base_model, Path(out)
+    )
+    return str(result.model_dir)
+
+
+def evaluate_model(
+    student_json: str,
+    sandbox_json: str,
+    eval_json: str,
+    benchmark: str,
+    out: str,
+    *,
+    tick: Callable[[int], None],
+) -> dict:
+    """Sample and score one student on one benchmark; the report as a dict."""
+    from persd.evaluate.multistep import evaluate_student
+    from persd.llm.student import StudentConfig, load_student
+    from persd.pipeline.config import EvalStageConfig
+    from persd.sandbox import Sandbox, SandboxConfig
+    from persd.tasks import load_benchmark
+
+    cfg = EvalStageConfig.model_validate_json(eval_json)
+    student_cfg = StudentConfig.model_validate_json(student_json)
+    tasks = load_benchmark(benchmark)
+    tasks = tasks[: cfg.limit] if cfg.limit else tasks
+    done = [0]
+
+    def progress(stage: str, n: int, total: int) -> None:
+        if stage == "sample":
+            tick(n - done[0])
+            done[0] = n
+
+    student = load_student(student_cfg)
+    try:
+        with Sandbox(SandboxConfig.model_validate_json(sandbox_json)) as sandbox:
+            report = evaluate_student(
+                student,
+                tasks,
+                sandbox,
+                benchmark=benchmark,
+                n=cfg.n,
+                temperature=cfg.temperature,
+                refine_steps=cfg.refine_steps,
+                chat=student_cfg.chat,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed,
+                out_dir=Path(out),
+                on_progress=progress,
+            )
+    finally:
+        student.close()
+    return report.model_dump(mode="json")

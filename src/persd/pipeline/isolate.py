@@ -1,0 +1,77 @@
+"""Run a heavy stage (training, evaluation) in a fresh process, so its memory is returned.
+
+Torch and the allocator keep freed memory in the process; loading a model for training, then
+again for evaluation, then again for the next variant, would stack gigabytes in one process
+(measured: 8.9 GB peak for train + two evaluations of the 0.5B student in one process). A
+spawned child exits after each stage and its memory goes back to the machine.
+
+The child reports progress ticks and its result over a pipe; a ``PersdError`` raised there is
+raised again here with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from persd.errors import PersdError
+
+
+class StageProcessError(PersdError):
+    pass
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    def tick(n: int) -> None:
+        conn.send(("tick", n))
+
+    try:
+        result = fn(*args, tick=tick, **kwargs)
+        conn.send(("ok", result))
+    except PersdError as e:
+        conn.send(("persd", str(e)))
+    except BaseException:  # noqa: BLE001 - everything else crosses as text, then re-raised
+        conn.send(("crash", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_isolated(
+    name: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    on_tick: Callable[[int], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``fn(*args, tick=..., **kwargs)`` in a spawned process; its return value comes back."""
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), name=f"persd-{name}")
+    proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                proc.join()
+                raise StageProcessError(
+                    f"{name}: the stage process died (exit code {proc.exitcode}); "
+                    "out of memory? rerun the same command to resume"
+                ) from None
+            if kind == "tick":
+                if on_tick:
+                    on_tick(payload)
+                continue
+            proc.join()
+            if kind == "ok":
+                return payload
+            if kind == "persd":
+                raise StageProcessError(payload)
+            raise RuntimeError(f"{name} failed in its stage process:\n{payload}")
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
