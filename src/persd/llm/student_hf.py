@@ -221,7 +221,8 @@ class HFStudent:
         )
 
     def close(self) -> None:
-        del self.model
+        """Drop the weights; the student cannot generate afterwards. Safe to call twice."""
+        self.__dict__.pop("model", None)
         import gc
 
         gc.collect()

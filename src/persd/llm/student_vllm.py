@@ -80,24 +80,23 @@ class VLLMStudent:
         return self._model_id
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
-        """All prompts in one vLLM call (it schedules the batch); chat and raw may be mixed."""
+        """All prompts in one vLLM call per kind (raw text, chat): vLLM schedules the batch."""
         sp = self._sampling_params(**vllm_sampling_kwargs(params))
-        raw = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        chat = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+        raw = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
+        chat = [(i, p) for i, p in enumerate(prompts) if not isinstance(p, str)]
         outputs: dict[int, Any] = {}
         if raw:
-            done = self.llm.generate(
-                [prompts[i] for i in raw], sp, use_tqdm=False, lora_request=self.lora
-            )
-            outputs.update(zip(raw, done, strict=True))
+            texts = [p for _, p in raw]
+            done = self.llm.generate(texts, sp, use_tqdm=False, lora_request=self.lora)
+            outputs.update(zip((i for i, _ in raw), done, strict=True))
         if chat:
-            conversations = [[m.model_dump() for m in prompts[i]] for i in chat]  # type: ignore[union-attr]
+            conversations = [[m.model_dump() for m in p] for _, p in chat]
             done = self.llm.chat(conversations, sp, use_tqdm=False, lora_request=self.lora)
-            outputs.update(zip(chat, done, strict=True))
+            outputs.update(zip((i for i, _ in chat), done, strict=True))
         return [_generations(outputs[i], params.n) for i in range(len(prompts))]
 
     def close(self) -> None:
-        del self.llm
+        self.__dict__.pop("llm", None)
         import gc
 
         gc.collect()
