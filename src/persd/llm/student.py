@@ -86,16 +86,21 @@ def load_student(config: StudentConfig) -> Student:
             raise PersdError(
                 f"{config.model}: llama_cpp needs a .gguf model; use backend 'transformers'"
             )
-        if config.adapter is not None and config.adapter.suffix != ".gguf":
+        lora = config.adapter
+        if lora is not None and lora.is_dir():
+            from persd.llm.lora_gguf import convert_peft_lora
+
+            # A PEFT adapter trained on this GGUF's dequantised weights: convert it once.
+            lora = convert_peft_lora(lora, Path(where))
+        elif lora is not None and lora.suffix != ".gguf":
             raise PersdError(
-                f"{config.adapter}: llama_cpp takes a GGUF LoRA file, not a PEFT directory; "
-                "use backend 'transformers' for a PEFT adapter"
+                f"{config.adapter}: llama_cpp takes a PEFT adapter directory or a GGUF LoRA file"
             )
         return LlamaStudent(
             Path(where),
             n_ctx=config.n_ctx,
             threads=config.threads or 1,
-            lora_path=config.adapter,
+            lora_path=lora,
             name=resolved.name,
         )
     if backend == "vllm":
