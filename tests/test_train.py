@@ -274,6 +274,23 @@ def test_unknown_model_is_one_line(tmp_path: Path):
     assert "did you mean 'smollm2-135m-instruct'" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_lora_targets_that_match_nothing_are_one_line(tiny_model: Path, tmp_path: Path):
+    config = _config(lora={"target_modules": ["c_attn"]})
+    with pytest.raises(TrainError, match=r"set lora.target_modules to its layer names"):
+        make_trainer(config, _examples("chat"), str(tiny_model), tmp_path)
+
+
+def test_precision_follows_the_hardware_and_the_method():
+    from persd.train.sft import precision
+
+    auto = TrainConfig()
+    assert precision(auto, bf16_native=False) == ("float32", False)
+    assert precision(auto, bf16_native=True) == ("bfloat16", True)  # frozen base in bf16
+    full = TrainConfig(method="full", dtype="bfloat16")
+    assert precision(full, bf16_native=False) == ("float32", True)  # fp32 master weights
+    assert precision(TrainConfig(dtype="float32"), bf16_native=True) == ("float32", False)
+
+
 def test_config_file_and_flags(tmp_path: Path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("data: {format: base}\ntrain: {epochs: 2, lora: {r: 4}}\n")
@@ -292,11 +309,12 @@ def test_cli_trains_and_reports(tiny_model: Path, tmp_path: Path):
 
     data = _write_jsonl(tmp_path / "d.jsonl", _examples("base"))
     cfg = tmp_path / "t.yaml"
-    cfg.write_text("batch_size: 2\ngrad_accum: 1\nmax_seq_len: 128\n")
+    cfg.write_text("batch_size: 2\ngrad_accum: 1\nmax_seq_len: 128\ndtype: float32\n")
     args = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "out"), "-c", str(cfg)]
     result = CliRunner().invoke(train_app, [*args, "--format", "base", "--max-steps", "3"])
     assert result.exit_code == 0, result.output
     assert "trained lora on 6 rows: 3 steps" in result.output
+    assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["dtype"] == "float32"
     assert (tmp_path / "out" / "final" / "adapter_config.json").is_file()
 
 

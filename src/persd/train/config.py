@@ -65,7 +65,8 @@ class TrainConfig(BaseModel):
     max_seq_len: int = Field(1024, ge=16, description="tokens; longer rows are cut at the end")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="auto: bf16 mixed precision on a bf16-capable GPU, float32 on CPU",
+        description="auto: bf16 mixed precision where the GPU or CPU computes bf16 natively, "
+        "else float32",
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default)")
     gradient_checkpointing: bool = Field(False, description="less memory, ~30% more compute")
