@@ -16,28 +16,20 @@ only rank 0 converts the base model, writes files and merges.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from persd.errors import PersdError
 from persd.records import Example
 from persd.train.config import TrainConfig
 from persd.train.data import describe, load_examples, to_dataset
+from persd.train.progress import Progress, make_meter
 
 
 class TrainError(PersdError):
     """Training cannot start or continue as asked: names the directory or model and the fix."""
-
-
-class Progress(Protocol):
-    """Same shape as ``persd.pipeline.progress.Progress`` (train does not import pipeline)."""
-
-    def start(self, stage: str, total: int) -> Callable[[int], None]: ...
-
-    def note(self, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -215,40 +207,6 @@ def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
     )
 
 
-def _meter(progress: Progress | None) -> Any:
-    from transformers import TrainerCallback
-
-    class _Meter(TrainerCallback):
-        """Counts this session's steps, tokens and time (a resumed run starts from a checkpoint's
-        counts), and reports progress and loss lines to the caller from rank 0."""
-
-        def __init__(self) -> None:
-            self.advance: Callable[[int], None] | None = None
-            self.tokens0 = self.step0 = 0
-            self.t0 = self.t1 = 0.0
-            self.dtype = "float32"
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.tokens0, self.step0 = state.num_input_tokens_seen, state.global_step
-            self.t0 = time.perf_counter()
-            if progress and state.is_world_process_zero:
-                self.advance = progress.start("train", state.max_steps)
-                self.advance(state.global_step)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.t1 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if self.advance:
-                self.advance(1)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if progress and state.is_world_process_zero and logs and "loss" in logs:
-                progress.note(f"step {state.global_step}: loss {logs['loss']:.4f}")
-
-    return _Meter()
-
-
 def make_trainer(
     config: TrainConfig,
     examples: Sequence[Example],
@@ -274,7 +232,7 @@ def make_trainer(
     args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
     model, tokenizer = _load(model_ref, config, load_dtype)
-    meter = _meter(progress)
+    meter = make_meter(progress)
     meter.dtype = f"{load_dtype}+bf16-autocast" if bf16 else load_dtype
     try:
         trainer = SFTTrainer(
