@@ -199,10 +199,12 @@ def _mount() -> None:
     # Loop commands live in their own module so this one stays a list of short commands.
     from persd import cli_run
     from persd.cli_eval import eval_command
+    from persd.train_cli import train_command
     from persd.llm.models_cli import models_app
 
     app.add_typer(models_app, name="models")
     app.command("eval")(eval_command)
+    app.command("train")(train_command)
     app.command("run")(cli_run.run)
     for name, command in cli_run.STAGE_COMMANDS.items():
         app.command(name)(command)
@@ -223,3 +225,7 @@ def main() -> None:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)  # unwrapped: users grep these
         raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # `accelerate launch -m persd.cli train ...`
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -55,8 +56,13 @@ def _bars() -> Progress:
     )
 
 
+def default_config() -> Path:
+    """The shipped config ``persd run`` uses when given none."""
+    return Path(str(resources.files("persd.pipeline").joinpath("default.yaml")))
+
+
 def _loop(config: Path | None, run_dir: Path | None, force: bool, progress: RichProgress) -> Loop:
-    cfg: RunConfig = load_config(config)
+    cfg: RunConfig = load_config(config or default_config())
     where = run_dir or Path("runs") / (config.stem if config else "default")
     return Loop(cfg, where, progress=progress, force=force)
 

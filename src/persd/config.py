@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from persd.configio import describe, merge
 from persd.errors import PersdError
 from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
@@ -57,39 +57,6 @@ class ConfigError(PersdError):
     pass
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, f in model.model_fields.items():
-        keys.append(prefix + name)
-        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-            keys += _known_keys(f.annotation, prefix + name + ".")
-    return keys
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _describe(source: str, e: ValidationError) -> str:
-    known = _known_keys(RunConfig)
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            lines.append(f"{source}: unknown key '{key}'{hint}")
-        else:
-            lines.append(f"{source}: '{key}' {err['msg'].lower()}")
-    return "\n".join(lines)
-
-
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """The run config from ``path`` (YAML, may be None) with ``overrides`` applied on top."""
     data: Any = {}
@@ -103,6 +70,6 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: must be a mapping of keys to values")
     try:
-        return RunConfig.model_validate(_merge(data, overrides or {}))
+        return RunConfig.model_validate(merge(data, overrides or {}))
     except ValidationError as e:
-        raise ConfigError(_describe(str(path or "flags"), e)) from None
+        raise ConfigError(describe(str(path or "flags"), e, RunConfig)) from None

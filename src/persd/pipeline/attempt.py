@@ -30,7 +30,7 @@ def run_attempts(
     *,
     chat: bool,
     round_: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 16,  # transformers samples 16 rows per call fastest here (STUDENT.md)
     on_done: Callable[[int], None] | None = None,
 ) -> int:
     """Sample attempts for tasks missing any; each batch is on disk before the next starts.

@@ -93,9 +93,10 @@ class EvalStageConfig(_Section):
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
     refine_steps: int = Field(0, ge=0, description="self-refinement steps on seen tests")
     max_new_tokens: int = Field(384, ge=16)
-    backend: Literal["transformers", "vllm", "auto"] = Field(
-        "transformers",
-        description="one backend for base and trained students alike: a quantised base in "
-        "llama.cpp against a bf16 trained model would compare quantisation, not training",
+    backend: Literal["auto", "transformers", "llama_cpp", "vllm"] | None = Field(
+        None,
+        description="None: the student's backend. One backend for base and trained students "
+        "alike (llama.cpp applies a trained LoRA to the same Q4 file), so rows differ by "
+        "training, not by kernels",
     )
     seed: int = 0

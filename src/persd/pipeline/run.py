@@ -320,7 +320,8 @@ class Loop:
             }
         results: dict[str, dict] = {}
         for name, adapter in [("base", None), *trained.items()]:
-            student = {**self.config.student.model_dump(mode="json"), "backend": cfg.backend}
+            student = self.config.student.model_dump(mode="json")
+            student["backend"] = cfg.backend or student["backend"]
             student["adapter"] = str(adapter) if adapter else None
             for bench in cfg.benchmarks:
                 out = self.store.root / "eval" / name / bench

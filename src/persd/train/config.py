@@ -6,7 +6,6 @@ gradient accumulation) and to scale to GPUs by changing numbers, not code.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from persd.configio import describe, merge
 from persd.errors import PersdError
 
 # The attention and MLP projections of Qwen2 / Llama / Mistral / SmolLM2 blocks: "all linear
@@ -85,39 +85,6 @@ class TrainConfig(BaseModel):
         return 2e-4 if self.method == "lora" else 1e-5
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, f in model.model_fields.items():
-        keys.append(prefix + name)
-        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-            keys += _known_keys(f.annotation, prefix + name + ".")
-    return keys
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _describe(source: str, e: ValidationError) -> str:
-    known = _known_keys(TrainConfig)
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            lines.append(f"{source}: unknown key '{key}'{hint}")
-        else:
-            lines.append(f"{source}: '{key}' {err['msg'].lower()}")
-    return "\n".join(lines)
-
-
 def load_train_config(
     path: Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
@@ -147,6 +114,6 @@ def load_train_config(
             data = section
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
-        return TrainConfig.model_validate(_merge(data, overrides))
+        return TrainConfig.model_validate(merge(data, overrides))
     except ValidationError as e:
-        raise TrainConfigError(_describe(source, e)) from None
+        raise TrainConfigError(describe(source, e, TrainConfig)) from None
