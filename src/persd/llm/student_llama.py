@@ -6,12 +6,31 @@ it cannot be trained, so a fine-tuned student reaches it only as a GGUF (LoRA) f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
 from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Mute llama.cpp's C-level notices while loading (a LoRA prints one line per tensor even
+    with ``verbose=False``); failures still surface as Python exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class LlamaStudent:
@@ -45,14 +64,15 @@ class LlamaStudent:
         # else wants the CPU (the sandbox, a second model).
         kw: dict[str, Any] = {"lora_path": str(lora_path)} if lora_path else {}
         try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-                **kw,
-            )
+            with _native_stderr_silenced():
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,
+                    **kw,
+                )
         except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
             raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None
         base = name or path.name.removesuffix(".gguf")
