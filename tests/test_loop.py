@@ -29,6 +29,15 @@ def _config(tmp_path: Path, gguf: Path) -> Path:
         "teacher": {"model": "smollm2", "api_key_env": None, "server": {"model": str(gguf)}},
         "teach": {"temperature": 0.0, "max_new_tokens": 96},
         "sandbox": {"workers": 4},
+        # Through training and evaluation, kept tiny: a few LoRA steps, two HumanEval tasks.
+        "train": {
+            "variants": ["persd_combined_inpd"],
+            "max_steps": 2,
+            "batch_size": 1,
+            "grad_accum": 1,
+            "max_seq_len": 512,
+        },
+        "evaluate": {"limit": 2, "max_new_tokens": 48},
     }
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -89,6 +98,12 @@ def test_loop_runs_end_to_end(reference_run) -> None:
     assert summary["solutions"] == TASKS
     assert summary["teacher_calls_new"] == summary["solutions"] + summary["refinements"]
     assert "refinements accepted" in out
+    # Trained (when the variant got rows) and evaluated with the same settings as the base.
+    assert "base" in summary["evaluation"]
+    trained = run_dir / "models" / "persd_combined_inpd" / "train_summary.json"
+    if trained.exists():
+        assert json.loads(trained.read_text())["steps"] == 2
+        assert "persd_combined_inpd" in summary["evaluation"]
     data = _datasets(run_dir)
     for name in ("stand.jsonl", "persd.jsonl", "persd_refine.jsonl", "persd_combined.jsonl"):
         assert name in data

@@ -83,9 +83,10 @@ def test_student_config_rejects_unknown_keys() -> None:
         StudentConfig.model_validate({"batchsize": 4})
 
 
-def test_llama_cpp_refuses_a_peft_directory_in_one_line(smollm2_gguf: Path) -> None:
-    config = StudentConfig(model=str(smollm2_gguf), backend="llama_cpp", adapter=Path("adapter"))
-    with pytest.raises(PersdError, match="GGUF LoRA file, not a PEFT directory"):
+def test_llama_cpp_refuses_an_adapter_it_cannot_read_in_one_line(smollm2_gguf: Path) -> None:
+    # A PEFT directory is converted (tests/test_lora_gguf.py); anything else is refused.
+    config = StudentConfig(model=str(smollm2_gguf), backend="llama_cpp", adapter=Path("x.bin"))
+    with pytest.raises(PersdError, match="takes a PEFT adapter directory or a GGUF LoRA file"):
         load_student(config)
 
 
