@@ -10,7 +10,6 @@ Mount in ``cli.py`` with ``app.command("train")(train_command)``. Standalone, an
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from persd.cli_run import RichProgress
 from persd.errors import PersdError
 
 console = Console()
@@ -31,18 +31,8 @@ train_app = typer.Typer(
 )
 
 
-class _Bars:
-    """A step bar on stderr, loss lines above it (rank 0 only: train() calls it there)."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._p = progress
-
-    def start(self, stage: str, total: int) -> Callable[[int], None]:
-        bar = self._p.add_task(stage, total=total)
-        return lambda n: self._p.advance(bar, n)
-
-    def note(self, message: str) -> None:
-        self._p.console.print(f"[dim]{message}[/]")
+# The same stage bar as `persd run`: one definition of how progress is drawn.
+_Bars = RichProgress
 
 
 @train_app.command("train")
