@@ -238,6 +238,37 @@ def test_resume_continues_the_step_count(tiny_model: Path, tmp_path: Path):
     assert [row["step"] for row in history if "loss" in row][0] == 1  # one history, not two
 
 
+def test_init_adapter_continues_a_trained_adapter(tiny_model: Path, lora_run: dict, tmp_path):
+    """Multi-round 'continue': the next round starts from the trained adapter, not a fresh one
+    (a fresh LoRA has B = 0, so it starts at the base model's loss)."""
+    from safetensors.torch import load_file
+
+    previous = lora_run["result"].model_dir
+    data = _write_jsonl(tmp_path / "d.jsonl", _examples("chat"))
+    # A step too small to move anything: the saved adapter is the one it started from.
+    still = _config(max_steps=1, learning_rate=1e-12, init_adapter=str(previous))
+    result = train(still, data, str(tiny_model), tmp_path / "out")
+    before = load_file(str(previous / "adapter_model.safetensors"))
+    after = load_file(str(result.model_dir / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and all(before[k].abs().sum() > 0 for k in lora_b)
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in before)
+    # And its first logged loss is the trained model's, well below a fresh adapter's.
+    fresh = train(_config(max_steps=1, learning_rate=1e-12), data, str(tiny_model), tmp_path / "f")
+    assert result.summary.final_loss < 0.8 * fresh.summary.final_loss
+
+
+def test_init_adapter_needs_lora_and_an_adapter(tiny_model: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="init_adapter continues a LoRA adapter"):
+        _config(method="full", init_adapter=str(tmp_path))
+    data = _write_jsonl(tmp_path / "d.jsonl", _examples("chat"))
+    with pytest.raises(TrainError, match="not a PEFT adapter"):
+        train(
+            _config(max_steps=1, init_adapter=str(tmp_path)), data, str(tiny_model), tmp_path / "o"
+        )
+
+
 def test_existing_output_dir_without_resume_is_an_error(tiny_model: Path, tmp_path: Path):
     data = _write_jsonl(tmp_path / "d.jsonl", _examples("chat"))
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from persd.configio import describe, merge
 from persd.errors import PersdError
@@ -75,7 +75,21 @@ class TrainConfig(BaseModel):
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (None: all)")
     logging_steps: int = Field(10, ge=1)
     resume: bool = Field(False, description="continue from the newest checkpoint in the out dir")
+    init_adapter: str | None = Field(
+        None,
+        description="LoRA only: start from this trained PEFT adapter directory instead of a "
+        "fresh adapter (multi-round training that continues the previous round's student)",
+    )
     merge: bool = Field(False, description="also write a merged model (LoRA) under merged/")
+
+    @model_validator(mode="after")
+    def _adapter_needs_lora(self) -> TrainConfig:
+        if self.init_adapter is not None and self.method != "lora":
+            raise ValueError(
+                "init_adapter continues a LoRA adapter; with method 'full' pass the previous "
+                "model directory as the base model instead"
+            )
+        return self
 
     @property
     def lr(self) -> float:

@@ -169,6 +169,18 @@ def _lora_config(config: TrainConfig) -> Any:
     )
 
 
+def _continue_adapter(model: Any, adapter: str) -> Any:
+    """``model`` wrapped in a trained adapter whose weights keep training (rounds that continue
+    the previous round's student rather than starting a fresh adapter on the base)."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise TrainError(f"{adapter}: init_adapter is not a PEFT adapter (no adapter_config.json)")
+    # autocast_adapter_dtype (the default) keeps the adapter in float32 over a bf16 base, as a
+    # fresh adapter would be.
+    return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+
+
 def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
     """The TRL ``SFTConfig`` for ``config``; every default that matters is set explicitly."""
     import torch
@@ -232,6 +244,10 @@ def make_trainer(
     args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
     model, tokenizer = _load(model_ref, config, load_dtype)
+    peft_config = _lora_config(config) if config.method == "lora" else None
+    if config.init_adapter:
+        model = _continue_adapter(model, config.init_adapter)
+        peft_config = None  # the adapter brings its own shape
     meter = make_meter(progress)
     meter.dtype = f"{load_dtype}+bf16-autocast" if bf16 else load_dtype
     try:
@@ -240,7 +256,7 @@ def make_trainer(
             args=args,
             train_dataset=to_dataset(examples, config.format, tokenizer),
             processing_class=tokenizer,
-            peft_config=_lora_config(config) if config.method == "lora" else None,
+            peft_config=peft_config,
             callbacks=[meter],
         )
     except ValueError as e:
