@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -145,3 +146,39 @@ def test_killed_mid_refine_resumes_to_the_same_datasets(reference_run) -> None:
     assert _datasets(run_dir) == _datasets(ref_dir)
     # Every teacher request was paid for once: nothing answered before the kill was re-asked.
     assert _paid_calls(run_dir) == _paid_calls(ref_dir)
+
+
+def test_a_second_round_attempts_with_the_trained_student(reference_run, tmp_path) -> None:
+    """Round 1 re-attempts round 0's failures with the round-0 adapter (llama.cpp applies the
+    converted LoRA), the teacher refines what still fails, and training continues the adapter."""
+    cfg, ref_dir, _ = reference_run
+    variant = "persd_combined_inpd"
+    if not (ref_dir / "models" / variant / "train_summary.json").exists():
+        pytest.skip("the reference run built no training rows to carry into a second round")
+    config = yaml.safe_load(cfg.read_text())
+    config["rounds"] = {"count": 2, "training": "continue"}
+    rounds_cfg = tmp_path / "rounds.yaml"
+    rounds_cfg.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    out = _run("run", str(rounds_cfg), "--run-dir", str(run_dir), "--force")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    round0, round1 = summary["rounds"]
+    assert round1["tasks"] == round0["attempts"] - round0["attempts_passed"]
+    attempts = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+    later = [a for a in attempts if a["round"] == 1]
+    assert len(later) == round1["tasks"] and all("#r1a0" in a["id"] for a in later)
+    assert all(a["model_id"] != attempts[0]["model_id"] for a in later)  # the trained student
+    refined = {
+        json.loads(line)["attempt_id"]
+        for line in (run_dir / "refinements.jsonl").read_text().splitlines()
+    }
+    failed1 = round1["attempts"] - round1["attempts_passed"]
+    assert sum(a["id"] in refined for a in later) == failed1
+    if round1["examples"]:
+        trained = json.loads(
+            (run_dir / "models" / "r1" / variant / "train_config.json").read_text()
+        )
+        assert trained["config"]["init_adapter"] == str(run_dir / "models" / variant / "final")
+        assert f"{variant}@r1" in summary["evaluation"]
+    assert "round 1" in out

@@ -95,9 +95,14 @@ def test_structured_test_errors_name_the_sub_field(tmp_path):
 
 def test_a_hidden_test_is_required(tmp_path):
     message = error_of(write_pool(tmp_path, {**GOOD, "tests_hidden": []}))
-    assert message.endswith(":1: 'tests_hidden' is empty (at least one test is needed)")
+    assert message.endswith(
+        ":1: 'tests_hidden' is empty (give at least one test, or a reference and no tests "
+        "to have tests synthesised)"
+    )
     no_hidden = {k: v for k, v in GOOD.items() if k != "tests_hidden"}
-    assert "'tests_hidden' is missing" in error_of(write_pool(tmp_path, no_hidden))
+    assert "'tests_hidden' is empty (give at least one test" in error_of(
+        write_pool(tmp_path, no_hidden)
+    )
 
 
 def test_wrong_type(tmp_path):

@@ -89,6 +89,13 @@ def summary_table(s: RunSummary) -> Table:
         "teacher cost (per accepted)",
         f"${s.teacher_cost_usd:.4f}" + (f" (${per:.5f})" if per is not None else ""),
     )
+    for r in s.rounds:
+        t.add_row(
+            f"round {r.round} ({r.tasks} tasks)",
+            f"passed {r.attempts_passed}/{r.attempts}, accepted "
+            f"{r.refinements_verified}/{r.refinements}, {r.examples} examples"
+            + ("" if r.trained else ", not trained"),
+        )
     for model, by_bench in s.evaluation.items():
         for bench, p1 in by_bench.items():
             t.add_row(f"pass@1 {bench}: {model}", f"{100 * p1:.1f}%")
@@ -121,6 +128,8 @@ def run(
             t.add_column("value", justify="right")
             t.add_row("tasks", str(plan.tasks))
             t.add_row("attempts to sample", str(plan.attempts_missing))
+            if plan.synth_calls:
+                t.add_row("teacher test-input calls", str(plan.synth_calls))
             t.add_row("teacher solve calls", str(plan.solve_calls))
             t.add_row("teacher refine calls (at most)", str(plan.refine_calls_max))
             t.add_row("teacher input tokens (at most)", str(plan.tokens_in))
@@ -151,6 +160,9 @@ def _stage(name: str, doc: str) -> Callable[..., None]:
 
 
 STAGE_COMMANDS = {
+    "synthesize": _stage(
+        "synthesize", "Stage 0: tests for reference-only pool tasks (teacher inputs)."
+    ),
     "attempt": _stage("attempt", "Stage 1: the student attempts every task (local weights)."),
     "execute": _stage("execute", "Stage 2: run attempts against the SEEN tests."),
     "refine": _stage("teach", "Stage 3: teacher solutions, then refinements of failures."),

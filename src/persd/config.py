@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from persd.configio import describe, merge
 from persd.errors import PersdError
@@ -18,6 +18,8 @@ from persd.pipeline.config import (
     DataConfig,
     EvalStageConfig,
     PoolConfig,
+    RoundsConfig,
+    SynthConfig,
     TeachConfig,
     TrainStageConfig,
 )
@@ -41,6 +43,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: PoolConfig = Field(default_factory=PoolConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
     student: StudentConfig = Field(
         default_factory=lambda: StudentConfig(model="qwen2.5-coder-0.5b-instruct")
     )
@@ -50,7 +53,25 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainStageConfig = Field(default_factory=TrainStageConfig)
     evaluate: EvalStageConfig = Field(default_factory=EvalStageConfig)
+    rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+    @model_validator(mode="after")
+    def _rounds_train_a_variant(self) -> RunConfig:
+        if self.rounds.count > 1:
+            if not self.train.variants:
+                raise ValueError("rounds.count > 1 needs a train.variants entry to carry over")
+            if self.rounds.variant is not None and self.rounds.variant not in self.train.variants:
+                raise ValueError(
+                    f"rounds.variant {self.rounds.variant!r} is not in train.variants "
+                    f"{list(self.train.variants)}"
+                )
+        return self
+
+    @property
+    def round_variant(self) -> str:
+        """The variant whose round-r model makes round r+1's attempts."""
+        return self.rounds.variant or self.train.variants[0]
 
 
 class ConfigError(PersdError):

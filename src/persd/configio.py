@@ -40,6 +40,8 @@ def describe(source: str, e: ValidationError, model: type[BaseModel]) -> str:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             lines.append(f"{source}: unknown key '{key}'{hint}")
+        elif not key:  # a check across keys: its message names them
+            lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{source}: '{key}' {err['msg'].lower()}")
     return "\n".join(lines)

@@ -192,3 +192,13 @@ class Example(Record):
     attempt_id: str | None = None  # lineage: which failed attempt ...
     teacher_id: str | None = None  # ... and which teacher answer this row came from
     verified: bool = True  # the exact training program passed all the task's tests
+
+
+class SynthesizedTests(Record):
+    """Tests made for a task that had only a reference: teacher inputs, reference outputs."""
+
+    id: str  # the task id
+    task_id: str
+    tests: tuple[Test, ...]  # kept, in the teacher's order
+    proposed: int  # distinct well-formed calls the teacher proposed
+    dropped: dict[str, int] = {}  # reason -> inputs dropped for it

@@ -9,6 +9,7 @@ managed llama.cpp server) without a stage knowing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,9 +77,7 @@ class Student(Protocol):
         """What was sampled: base model name, plus adapter/round when there is one."""
         ...
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         """``params.n`` generations for each prompt, in prompt order."""
         ...
 
@@ -94,10 +93,19 @@ class Teacher(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    async def chat(
-        self, messages: Sequence[Message], params: SamplingParams
-    ) -> list[TeacherReply]:
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[TeacherReply]:
         """``params.n`` replies to one conversation."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+def adapter_label(path: str | Path) -> str:
+    """How an adapter shows in a model id: its path below the run's ``models/`` directory
+    (``r1/persd_combined/final``), so students of different rounds or variants differ in the
+    records without machine-specific absolute paths; otherwise its file or directory name."""
+    parts = Path(path).parts
+    if "models" in parts:
+        start = len(parts) - parts[::-1].index("models")
+        return "/".join(parts[start:])
+    return Path(path).name

@@ -20,7 +20,13 @@ _TURN = re.compile(r"^=== (user|assistant|system) ===[ \t]*$", re.MULTILINE)
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 # Shipped templates by name; the pipeline config names one of these or a file path.
-SHIPPED = ("teacher_solve", "teacher_refine_paper", "teacher_refine_chat", "student_refine")
+SHIPPED = (
+    "teacher_solve",
+    "teacher_refine_paper",
+    "teacher_refine_chat",
+    "teacher_tests",
+    "student_refine",
+)
 
 
 class TemplateError(PersdError):

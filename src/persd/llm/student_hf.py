@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persd.errors import PersdError
-from persd.llm.base import Generation, Prompt, SamplingParams
+from persd.llm.base import Generation, Prompt, SamplingParams, adapter_label
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +136,7 @@ class HFStudent:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
-        self._model_id = f"{base}+{Path(adapter).name}" if adapter else base
+        self._model_id = f"{base}+{adapter_label(adapter)}" if adapter else base
 
     @property
     def model_id(self) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
-from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams
+from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams, adapter_label
 
 
 @contextlib.contextmanager
@@ -76,7 +76,7 @@ class LlamaStudent:
         except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
             raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None
         base = name or path.name.removesuffix(".gguf")
-        self._model_id = f"{base}+{Path(lora_path).name}" if lora_path else base
+        self._model_id = f"{base}+{adapter_label(lora_path)}" if lora_path else base
 
     @property
     def model_id(self) -> str:

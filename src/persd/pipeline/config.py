@@ -28,6 +28,27 @@ class PoolConfig(_Section):
     ngram: int = Field(13, ge=4, description="word n-gram length for the overlap check")
 
 
+class SynthConfig(_Section):
+    """``synth:`` — tests for pool tasks that have a reference solution but no tests.
+
+    The teacher proposes inputs; the REFERENCE computes each expected output in the sandbox.
+    An input is kept only when the reference returns plain data for it, the same value on two
+    separate runs, within ``max_cpu_s``. The first ``seen`` kept tests are the seen tests; all
+    kept tests are hidden tests (as with MBPP, whose seen test is also hidden).
+    """
+
+    enabled: bool = Field(True, description="synthesise tests for reference-only pool tasks")
+    inputs: int = Field(10, ge=1, le=50, description="inputs asked of the teacher per task")
+    keep_max: int = Field(10, ge=1, description="kept tests per task, at most")
+    min_tests: int = Field(3, ge=1, description="fewer surviving tests: the task is dropped")
+    seen: int = Field(2, ge=1, description="kept tests the student's feedback may show")
+    max_cpu_s: float = Field(0.5, gt=0, description="CPU seconds the reference may spend")
+    template: str = "teacher_tests"
+    temperature: float = Field(0.3, ge=0.0)
+    max_new_tokens: int = Field(384, ge=16)
+    seed: int = 0
+
+
 class AttemptConfig(_Section):
     """The student's attempts (the paper: one attempt at temperature 0.3)."""
 
@@ -70,6 +91,32 @@ class DataConfig(_Section):
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
     refine_template: str = "student_refine"
+
+
+class RoundsConfig(_Section):
+    """``rounds:`` — multi-round personalisation: the student trained in round r makes round
+    r+1's attempts, so each round's data is about the mistakes the student still makes.
+
+    Rounds count from 0 (the base student's round). Later rounds train only ``variant``: the
+    other variants in ``train.variants`` are round-0 baselines.
+    """
+
+    count: int = Field(1, ge=1, le=20, description="rounds in all; 1 = the paper's single round")
+    tasks: Literal["failed", "fresh"] = Field(
+        "failed",
+        description="failed: round r+1 re-attempts the tasks round r's attempts failed; "
+        "fresh: the pool is cut into `count` disjoint shards and round r attempts shard r",
+    )
+    training: Literal["continue", "retrain"] = Field(
+        "continue",
+        description="continue: round r+1 trains round r's adapter further on round r+1's data; "
+        "retrain: round r+1 trains the base model afresh on the data of rounds 0..r+1",
+    )
+    variant: Variant | None = Field(
+        None,
+        description="the trained variant that becomes the next round's student "
+        "(default: the first of train.variants)",
+    )
 
 
 class TrainStageConfig(TrainConfig):

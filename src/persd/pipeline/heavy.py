@@ -8,15 +8,22 @@ from pathlib import Path
 
 
 def train_variant(
-    settings_json: str, data: str, base_model: str, out: str, *, tick: Callable[[int], None]
+    settings_json: str,
+    data_json: str,
+    base_model: str,
+    out: str,
+    *,
+    tick: Callable[[int], None],
 ) -> str:
-    """Fine-tune ``base_model`` on one training set; returns the adapter/model directory."""
+    """Fine-tune ``base_model`` on training sets (a JSON list of JSONL paths); returns the
+    adapter/model directory."""
+    import json
+
     from persd.train.config import TrainConfig
     from persd.train.sft import train
 
-    result = train(
-        TrainConfig.model_validate_json(settings_json), Path(data), base_model, Path(out)
-    )
+    data = [Path(p) for p in json.loads(data_json)]
+    result = train(TrainConfig.model_validate_json(settings_json), data, base_model, Path(out))
     return str(result.model_dir)
 
 

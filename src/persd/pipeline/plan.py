@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from persd.llm.budget import resolve_price, worst_case_tokens_in
+from persd.pipeline.synth import needs_tests, synth_requests
 from persd.pipeline.teach import solve_requests
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class Plan:
     tasks: int
     attempts_missing: int
     solve_calls: int
+    synth_calls: int  # test-input requests for reference-only tasks
     refine_calls_max: int  # if every missing attempt fails; fewer once attempts have run
     tokens_in: int  # upper bound
     tokens_out_max: int
@@ -34,10 +36,25 @@ class Plan:
 
 def make_plan(loop: Loop) -> Plan:
     cfg = loop.config
-    tasks = loop.pool.tasks
+    # Tasks still waiting for synthesised tests count as tasks: they will be attempted.
+    pending = [t for t in loop.raw_pool.tasks if needs_tests(t)] if cfg.synth.enabled else []
+    ready = {t.id for t in loop.pool.tasks}
+    tasks = [*loop.pool.tasks, *(t for t in pending if t.id not in ready)]
     attempts_done = loop.attempts.ids()
     n = cfg.attempt.n
-    missing = sum(1 for t in tasks for i in range(n) if f"{t.id}#r0a{i}" not in attempts_done)
+    rounds = cfg.rounds
+    if rounds.tasks == "fresh":  # each task is attempted in exactly one round
+        missing = sum(
+            1
+            for r in range(rounds.count)
+            for t in loop.round_tasks(r)
+            for i in range(n)
+            if f"{t.id}#r{r}a{i}" not in attempts_done
+        )
+    else:  # round 0 attempts every task; later rounds at most every task again
+        missing = sum(1 for t in tasks for i in range(n) if f"{t.id}#r0a{i}" not in attempts_done)
+        missing += (rounds.count - 1) * len(tasks) * n
+    synth = [r for r in synth_requests(pending, cfg.synth) if r.id not in loop.synth_calls.ids()]
     solve = [r for r in solve_requests(tasks, cfg.teach) if r.id not in loop.solutions.ids()]
     solve = solve if cfg.teach.solve else []
     # Refinements: the failures already known, plus every missing attempt failing.
@@ -53,9 +70,10 @@ def make_plan(loop: Loop) -> Plan:
     # about three solve prompts' worth plus the feedback cap.
     mean_solve = tokens_in_solve / len(solve) if solve else 1200
     per_refine_in = int(3 * mean_solve + cfg.teach.feedback_max_chars)
-    tokens_in = tokens_in_solve + refine_max * per_refine_in
+    tokens_in_synth = sum(worst_case_tokens_in(r.messages) for r in synth)
+    tokens_in = tokens_in_solve + refine_max * per_refine_in + tokens_in_synth
     calls = len(solve) + refine_max
-    tokens_out_max = calls * cfg.teach.max_new_tokens
+    tokens_out_max = calls * cfg.teach.max_new_tokens + len(synth) * cfg.synth.max_new_tokens
     local = cfg.teacher.server is not None
     try:
         price = resolve_price(cfg.teacher, local=local)
@@ -68,6 +86,7 @@ def make_plan(loop: Loop) -> Plan:
         tasks=len(tasks),
         attempts_missing=missing,
         solve_calls=len(solve),
+        synth_calls=len(synth),
         refine_calls_max=refine_max,
         tokens_in=tokens_in,
         tokens_out_max=tokens_out_max,

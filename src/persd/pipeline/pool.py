@@ -8,6 +8,7 @@ from pathlib import Path
 
 from persd.errors import PersdError
 from persd.pipeline.config import PoolConfig
+from persd.pipeline.synth import needs_tests
 from persd.records import Task
 from persd.tasks import BENCHMARKS, load_benchmark, load_task_pool
 from persd.tasks.decontaminate import decontaminate
@@ -24,8 +25,12 @@ class Pool:
     removed: dict[str, str] = field(default_factory=dict)  # task id -> reason
 
 
-def load_pool(cfg: PoolConfig) -> Pool:
-    """The tasks the loop trains on, with a note for everything left out."""
+def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
+    """The tasks the loop trains on, with a note for everything left out.
+
+    With ``synthesize``, tasks that have a reference and no tests are kept: the synth stage
+    gives them tests before anything else uses them.
+    """
     tasks: list[Task] = []
     notes: list[str] = []
     removed: dict[str, str] = {}
@@ -49,10 +54,10 @@ def load_pool(cfg: PoolConfig) -> Pool:
             )
     usable = []
     for t in tasks:
-        if not t.tests_seen:
-            removed[t.id] = "no seen test (no feedback possible)"
-        else:
+        if t.tests_seen or (synthesize and needs_tests(t)):
             usable.append(t)
+        else:
+            removed[t.id] = "no seen test (no feedback possible)"
     if len(usable) < len(tasks):
         notes.append(f"skipped {len(tasks) - len(usable)} task(s) without a seen test")
     if cfg.decontaminate:

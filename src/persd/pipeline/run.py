@@ -26,10 +26,17 @@ from persd.pipeline.heavy import evaluate_model, train_variant
 from persd.pipeline.isolate import run_isolated
 from persd.pipeline.pool import Pool, load_pool
 from persd.pipeline.progress import LogProgress, Progress
-from persd.pipeline.store import RunStore
-from persd.pipeline.summary import RunSummary, summarise
+from persd.pipeline.store import RunDirError, RunStore, StageFile
+from persd.pipeline.summary import RoundSummary, RunSummary, round_rows, summarise
+from persd.pipeline.synth import (
+    needs_tests,
+    parse_calls,
+    probe_all,
+    synth_requests,
+    with_tests,
+)
 from persd.pipeline.teach import ask_teacher, refine_requests, solve_requests
-from persd.records import Attempt, Example, Execution, Task, TeacherCall
+from persd.records import Attempt, Example, Execution, SynthesizedTests, Task, TeacherCall
 from persd.sandbox import Sandbox
 from persd.tasks import load_benchmark
 from persd.train.config import TrainConfig
@@ -37,6 +44,7 @@ from persd.train.config import TrainConfig
 if TYPE_CHECKING:
     from persd.config import RunConfig
     from persd.llm.base import Student, Teacher
+    from persd.llm.student import StudentConfig
 
 STAGES = ("attempt", "execute", "solve", "refine", "verify", "build", "train", "evaluate")
 # Settings that change how a run executes, not what it computes: free to differ on resume.
@@ -103,17 +111,41 @@ class Loop:
         self.solutions = self.store.stage("solutions", TeacherCall)
         self.refinements = self.store.stage("refinements", TeacherCall)
         self.verifications = self.store.stage("verifications", Execution)
+        self.synth_calls = self.store.stage("synth_calls", TeacherCall)
+        self.synth_tests = self.store.stage("synth_tests", SynthesizedTests)
+        self._raw_pool: Pool | None = None
         self._pool: Pool | None = None
         self._tasks: dict[str, Task] | None = None
 
     # ---- inputs ------------------------------------------------------------------------
 
     @property
-    def pool(self) -> Pool:
-        if self._pool is None:
-            self._pool = load_pool(self.config.pool)
-            for note in self._pool.notes:
+    def raw_pool(self) -> Pool:
+        """The pool as loaded: reference-only tasks still without tests."""
+        if self._raw_pool is None:
+            self._raw_pool = load_pool(self.config.pool, synthesize=self.config.synth.enabled)
+            for note in self._raw_pool.notes:
                 self.progress.note(note)
+        return self._raw_pool
+
+    @property
+    def pool(self) -> Pool:
+        """The tasks every stage uses: reference-only tasks carry their synthesised tests;
+        those not synthesised yet, or with too few surviving tests, are left out."""
+        if self._pool is None:
+            raw = self.raw_pool
+            made = {r.task_id: r for r in self.synth_tests.read()}
+            tasks, removed = [], dict(raw.removed)
+            for task in raw.tasks:
+                if not needs_tests(task):
+                    tasks.append(task)
+                elif task.id not in made:
+                    removed[task.id] = "tests not synthesised yet"
+                elif (ready := with_tests(task, made[task.id], self.config.synth)) is None:
+                    removed[task.id] = "too few synthesised tests survived"
+                else:
+                    tasks.append(ready)
+            self._pool = Pool(tasks=tuple(tasks), notes=raw.notes, removed=removed)
         return self._pool
 
     @property
@@ -129,14 +161,101 @@ class Loop:
 
     # ---- stages ------------------------------------------------------------------------
 
-    def attempt(self) -> None:
-        tasks = self.pool.tasks
-        todo = missing_tasks(tasks, self.attempts, self.config.attempt, 0)
+    def round_tasks(self, round_: int) -> list[Task]:
+        """The tasks round ``round_`` attempts (see ``RoundsConfig.tasks``)."""
+        tasks = list(self.pool.tasks)
+        rounds = self.config.rounds
+        if rounds.tasks == "fresh":
+            n = len(tasks)
+            return tasks[round_ * n // rounds.count : (round_ + 1) * n // rounds.count]
+        if round_ == 0:
+            return tasks
+        runs = {e.id: e for e in self.executions.read()}
+        failed = {
+            a.task_id
+            for a in self.attempts.read()
+            if a.round == round_ - 1 and a.id in runs and not runs[a.id].feedback.passed
+        }
+        return [t for t in tasks if t.id in failed]
+
+    def student_config(self, round_: int) -> StudentConfig:
+        """Round 0 attempts with the base student; round r with round r-1's trained model."""
+        if round_ == 0:
+            return self.config.student
+        model = self.trained_model(self.config.round_variant, round_ - 1)
+        if model is None:
+            raise RunDirError(
+                f"{self.store.root}: round {round_} needs the model trained in round "
+                f"{round_ - 1} ({self.config.round_variant}), and none was trained"
+            )
+        return trained_student(self.config.student, model)
+
+    def synthesize(self) -> None:
+        """Tests for reference-only pool tasks: teacher inputs, reference outputs (synth.py)."""
+        cfg = self.config.synth
+        pending = [t for t in self.raw_pool.tasks if needs_tests(t)]
+        if not cfg.enabled or not pending:
+            return
+        requests = [r for r in synth_requests(pending, cfg) if r.id not in self.synth_calls.ids()]
+        if requests:
+            asyncio.run(self._synth_calls(requests))
+        calls = self.synth_calls.read()
+        todo = [t for t in pending if t.id not in self.synth_tests.ids()]
+        if todo:
+            with self.timer.stage("synthesize"), Sandbox(self.config.sandbox) as sandbox:
+                advance = self.progress.start("synthesize: probe", len(todo))
+                probe_all(todo, calls, self.synth_tests, sandbox, cfg, on_done=advance)
+        self._pool = self._tasks = None  # the tasks now carry their tests
+        made = [r for r in self.synth_tests.read() if r.task_id in {t.id for t in pending}]
+        kept = sum(len(r.tests) for r in made)
+        short = sum(len(r.tests) < cfg.min_tests for r in made)
+        self.progress.note(
+            f"synthesize: {kept} test(s) for {len(made) - short} task(s) from "
+            f"{sum(r.proposed for r in made)} proposed input(s); {short} task(s) dropped "
+            f"(fewer than {cfg.min_tests} tests survived)"
+        )
+
+    async def _synth_calls(self, requests: list) -> None:
+        from persd.llm.teacher import open_teacher
+
+        cfg = self.config.synth
+        lazy = _lazy_teacher(open_teacher, self.config, self.store.root)
+        # The teacher's sampling for test inputs is the synth section's, not teach's.
+        params = self.config.teach.model_copy(
+            update={
+                "temperature": cfg.temperature,
+                "max_new_tokens": cfg.max_new_tokens,
+                "seed": cfg.seed,
+            }
+        )
+        try:
+            async with lazy as get_teacher:
+                with self.timer.stage("synthesize"):
+                    advance = self.progress.start("synthesize: ask", len(requests))
+                    await ask_teacher(
+                        requests,
+                        await get_teacher(),
+                        params,
+                        self.synth_calls,
+                        extract=lambda text, task: "\n".join(
+                            parse_calls(text, task.entry_point, cfg.inputs)
+                        ),
+                        on_done=advance,
+                    )
+        finally:
+            self.teacher_calls_new += lazy.http_requests
+
+    def attempt(self, round_: int = 0) -> None:
+        self.synthesize()
+        tasks = self.round_tasks(round_)
+        todo = missing_tasks(tasks, self.attempts, self.config.attempt, round_)
         if not todo:
             return
         with self.timer.stage("attempt"):
-            advance = self.progress.start("attempt", len(todo))
-            student = self.make_student(self.config)
+            label = "attempt" if round_ == 0 else f"attempt r{round_}"
+            advance = self.progress.start(label, len(todo))
+            config = self.config.model_copy(update={"student": self.student_config(round_)})
+            student = self.make_student(config)
             try:
                 run_attempts(
                     tasks,
@@ -144,6 +263,7 @@ class Loop:
                     self.attempts,
                     self.config.attempt,
                     chat=self.chat,
+                    round_=round_,
                     on_done=advance,
                 )
             finally:
@@ -250,79 +370,127 @@ class Loop:
         self._verify_solutions()
         self._run_programs("verify", programs, self.verifications, test_set="all")
 
-    def build(self) -> dict[str, list[Example]]:
+    def data_dir(self, round_: int = 0) -> Path:
+        root = self.store.root / "data"
+        return root if round_ == 0 else root / f"r{round_}"
+
+    def model_dir(self, variant: str, round_: int = 0) -> Path:
+        root = self.store.root / "models"
+        return root / variant if round_ == 0 else root / f"r{round_}" / variant
+
+    def trained_model(self, variant: str, round_: int) -> Path | None:
+        """The newest model of ``variant`` trained in a round <= ``round_`` (a round with no
+        examples trains nothing and leaves the previous round's model in place)."""
+        for r in range(round_, -1, -1):
+            out = self.model_dir(variant, r)
+            if (out / "train_summary.json").exists():
+                return out / "final"
+        return None
+
+    def build(self, round_: int = 0) -> dict[str, list[Example]]:
         from persd.llm.prompts import student_prompt
 
+        tasks = self.round_tasks(round_)
+        attempts = [a for a in self.attempts.read() if a.round == round_]
+        variants = self.config.data.variants if round_ == 0 else (self.config.round_variant,)
         with self.timer.stage("build"):
             built = build_datasets(
-                self.pool.tasks,
-                self.attempts.read(),
+                tasks,
+                attempts,
                 {e.id: e for e in self.executions.read()},
                 self.solutions.read(),
                 self.refinements.read(),
                 {v.id: v for v in self.verifications.read()},
-                variants=self.config.data.variants,
+                variants=variants,
                 chat=self.chat,
                 student_prompt=lambda t: student_prompt(t, chat=self.chat),
                 refine_template=self.config.data.refine_template,
                 feedback_chars=self.config.teach.feedback_max_chars,
-                unfiltered=self.config.data.unfiltered,
+                unfiltered=self.config.data.unfiltered and round_ == 0,
             )
             for name, rows in built.rows.items():
-                self.store.dataset(name, Example).rewrite(rows)
+                StageFile(self.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)
             for reason, count in sorted(built.skipped.items()):
                 self.progress.note(f"build: {count} × {reason}")
         return built.rows
 
-    def train(self) -> dict[str, Path]:
-        """Fine-tune the student on each ``train.variants`` set, each in its own process; a
-        finished variant is kept, an interrupted one resumes from its newest checkpoint."""
+    def train(self, round_: int = 0) -> dict[str, Path]:
+        """Fine-tune the student on each ``train.variants`` set (round 0) or on the round
+        variant (later rounds), each in its own process; a finished model is kept, an
+        interrupted one resumes from its newest checkpoint."""
         cfg = self.config.train
         fmt = "chat" if self.chat else "base"
+        continuing = round_ > 0 and self.config.rounds.training == "continue"
+        variants = cfg.variants if round_ == 0 else (self.config.round_variant,)
         trained: dict[str, Path] = {}
-        for variant in cfg.variants:
-            out = self.store.root / "models" / variant
-            data = self.store.root / "data" / f"{variant}.jsonl"
+        for variant in variants:
+            out = self.model_dir(variant, round_)
+            name = model_name(variant, round_)
             if (out / "train_summary.json").exists():
-                trained[variant] = out / "final"
+                trained[name] = out / "final"
                 continue
-            if not data.exists() or not data.read_text().strip():
-                self.progress.note(f"train: {variant} has no examples; not trained")
+            if not _has_rows(self.data_dir(round_) / f"{variant}.jsonl"):
+                # Nothing new this round: the previous round's model stays the student.
+                self.progress.note(f"train: {name} has no examples; not trained")
                 continue
+            rounds = [round_] if round_ == 0 or continuing else list(range(round_ + 1))
+            data = [self.data_dir(r) / f"{variant}.jsonl" for r in rounds]
+            data = [d for d in data if _has_rows(d)]
+            base, init_adapter = self.config.student.model, None
+            if continuing:
+                previous = self.trained_model(variant, round_ - 1)
+                if previous is None:
+                    raise RunDirError(
+                        f"{self.store.root}: round {round_} continues round {round_ - 1}'s "
+                        f"{variant} model, and none was trained"
+                    )
+                if cfg.method == "lora":
+                    init_adapter = str(previous)
+                else:
+                    base = str(previous)
             resume = out.exists() and any(out.glob("checkpoint-*"))
             if out.exists() and not resume:
                 shutil.rmtree(out)  # a start that wrote no checkpoint: nothing to keep
             settings = TrainConfig.model_validate(
-                cfg.model_dump(exclude={"variants"}) | {"format": fmt, "resume": resume}
+                cfg.model_dump(exclude={"variants"})
+                | {"format": fmt, "resume": resume, "init_adapter": init_adapter}
             )
-            with self.timer.stage(f"train {variant}"):
-                self.progress.note(f"train: {variant} ({data}) -> {out}")
+            with self.timer.stage(f"train {name}"):
+                self.progress.note(f"train: {name} ({', '.join(map(str, data))}) -> {out}")
                 model_dir = run_isolated(
-                    f"train {variant}",
+                    f"train {name}",
                     train_variant,
                     settings.model_dump_json(),
-                    str(data),
-                    self.config.student.model,
+                    json.dumps([str(d) for d in data]),
+                    base,
                     str(out),
                 )
-            trained[variant] = Path(model_dir)
+            trained[name] = Path(model_dir)
         return trained
 
+    def trained_models(self) -> dict[str, Path]:
+        """Every model a previous invocation finished training, by evaluation name."""
+        found: dict[str, Path] = {}
+        for variant in self.config.train.variants:
+            if (self.model_dir(variant) / "train_summary.json").exists():
+                found[variant] = self.model_dir(variant) / "final"
+        variant = self.config.round_variant if self.config.train.variants else None
+        for r in range(1, self.config.rounds.count):
+            if variant and (self.model_dir(variant, r) / "train_summary.json").exists():
+                found[model_name(variant, r)] = self.model_dir(variant, r) / "final"
+        return found
+
     def evaluate(self, trained: dict[str, Path] | None = None) -> dict[str, dict]:
-        """Score the base student and each trained variant with the same settings."""
+        """Score the base student and each trained model with the same settings."""
         cfg = self.config.evaluate
-        if trained is None:  # the variants a previous invocation finished training
-            models = self.store.root / "models"
-            trained = {
-                v: models / v / "final"
-                for v in self.config.train.variants
-                if (models / v / "train_summary.json").exists()
-            }
+        if trained is None:
+            trained = self.trained_models()
         results: dict[str, dict] = {}
-        for name, adapter in [("base", None), *trained.items()]:
-            student = self.config.student.model_dump(mode="json")
+        for name, model in [("base", None), *trained.items()]:
+            base = self.config.student
+            student_cfg = trained_student(base, model) if model else base
+            student = student_cfg.model_dump(mode="json")
             student["backend"] = cfg.backend or student["backend"]
-            student["adapter"] = str(adapter) if adapter else None
             for bench in cfg.benchmarks:
                 out = self.store.root / "eval" / name / bench
                 if (out / "report.json").exists():
@@ -347,16 +515,44 @@ class Loop:
     # ---- all of it ---------------------------------------------------------------------
 
     def run(self, *, train: bool = True, evaluate: bool = True) -> RunSummary:
-        self.attempt()
-        self.execute()
-        self.teach()
-        self.verify()
-        datasets = self.build()
-        trained = self.train() if train else {}
+        rounds = self.config.rounds.count if train else 1
+        if rounds < self.config.rounds.count:
+            self.progress.note(
+                f"rounds: {self.config.rounds.count} configured, but without training only "
+                "round 0 can run"
+            )
+        datasets: dict[str, list[Example]] = {}
+        trained: dict[str, Path] = {}
+        for r in range(rounds):
+            if r > 0 and not self._round_can_start(r):
+                break
+            self.attempt(r)
+            self.execute()
+            self.teach()
+            self.verify()
+            built = self.build(r)
+            if r == 0:
+                datasets = built
+            if train:
+                trained |= self.train(r)
         evals = self.evaluate(trained) if evaluate else {}
         summary = self.summary(datasets).model_copy(update={"evaluation": _pass1(evals)})
         (self.store.root / "summary.json").write_text(summary.model_dump_json(indent=2))
         return summary
+
+    def _round_can_start(self, round_: int) -> bool:
+        variant = self.config.round_variant
+        tasks = self.round_tasks(round_)
+        if self.trained_model(variant, round_ - 1) is None:
+            self.progress.note(
+                f"round {round_}: no {variant} model was trained (no examples); stopping"
+            )
+            return False
+        if not tasks:
+            self.progress.note(f"round {round_}: no task left to attempt; stopping")
+            return False
+        self.progress.note(f"round {round_}: {len(tasks)} task(s)")
+        return True
 
     def summary(self, datasets: dict[str, list[Example]] | None = None) -> RunSummary:
         if datasets is None:
@@ -376,7 +572,48 @@ class Loop:
             datasets=datasets,
             teacher_calls_new=self.teacher_calls_new,
             stage_seconds=self.timer.seconds,
+        ).model_copy(update={"rounds": self.round_summaries()})
+
+    def round_summaries(self) -> list[RoundSummary]:
+        """One row per round that has attempts (none when the run has a single round)."""
+        if self.config.rounds.count == 1:
+            return []
+        variant = self.config.round_variant
+        return round_rows(
+            attempts=[a for a in self.attempts.read() if a.task_id in self.tasks],
+            executions={e.id: e for e in self.executions.read()},
+            refinements=self.refinements.read(),
+            verifications={v.id: v for v in self.verifications.read()},
+            examples={
+                r: len(StageFile(self.data_dir(r) / f"{variant}.jsonl", Example).read())
+                for r in range(self.config.rounds.count)
+            },
+            trained={
+                r: (self.model_dir(variant, r) / "train_summary.json").exists()
+                for r in range(self.config.rounds.count)
+            },
+            training=self.config.rounds.training,
+            tasks_mode=self.config.rounds.tasks,
         )
+
+
+def _has_rows(path: Path) -> bool:
+    return path.exists() and bool(path.read_text().strip())
+
+
+def model_name(variant: str, round_: int) -> str:
+    """How a trained model is named in eval/ and in summaries: ``persd_combined@r1``."""
+    return variant if round_ == 0 else f"{variant}@r{round_}"
+
+
+def trained_student(base: StudentConfig, model: Path) -> StudentConfig:
+    """The student config that samples a trained model: the base weights plus the adapter
+    (LoRA; llama.cpp applies it to the same GGUF) or the trained weights themselves (full
+    fine-tuning, an HF directory llama.cpp cannot read, so transformers samples it)."""
+    if (model / "adapter_config.json").is_file():
+        return base.model_copy(update={"adapter": model})
+    backend = "transformers" if base.backend == "llama_cpp" else base.backend
+    return base.model_copy(update={"model": str(model), "adapter": None, "backend": backend})
 
 
 def _pass1(evals: dict[str, dict]) -> dict[str, dict[str, float]]:

@@ -11,6 +11,26 @@ from pydantic import BaseModel, Field
 from persd.records import Attempt, Example, Execution, TeacherCall
 
 
+class RoundSummary(BaseModel):
+    """One round of a multi-round run: how the student that attempted it did, and what the
+    round added to the carried-over variant's training."""
+
+    round: int
+    tasks: int  # tasks attempted in this round
+    attempts: int
+    attempts_passed: int  # on seen tests
+    refinements: int
+    refinements_verified: int
+    examples: int  # rows of the round variant built from this round
+    trained: bool
+    training: str  # "continue" or "retrain" (rounds > 0)
+    tasks_mode: str  # "failed" or "fresh"
+
+    @property
+    def pass_rate(self) -> float:
+        return self.attempts_passed / self.attempts if self.attempts else 0.0
+
+
 class RunSummary(BaseModel):
     tasks: int
     tasks_removed: int = 0
@@ -28,6 +48,7 @@ class RunSummary(BaseModel):
     teacher_cost_usd: float = 0.0
     stage_seconds: dict[str, float] = Field(default_factory=dict)  # this invocation
     evaluation: dict[str, dict[str, float]] = Field(default_factory=dict)  # pass@1, step 0
+    rounds: list[RoundSummary] = Field(default_factory=list)  # multi-round runs only
 
     @property
     def attempt_pass_rate(self) -> float:
@@ -91,3 +112,43 @@ def summarise(
         teacher_cost_usd=sum(c.cost_usd for c in calls),
         stage_seconds=dict(stage_seconds),
     )
+
+
+def round_rows(
+    *,
+    attempts: Sequence[Attempt],
+    executions: Mapping[str, Execution],
+    refinements: Sequence[TeacherCall],
+    verifications: Mapping[str, Execution],
+    examples: Mapping[int, int],
+    trained: Mapping[int, bool],
+    training: str,
+    tasks_mode: str,
+) -> list[RoundSummary]:
+    by_round: dict[int, list[Attempt]] = {}
+    for a in attempts:
+        by_round.setdefault(a.round, []).append(a)
+    round_of = {a.id: a.round for a in attempts}
+    rows = []
+    for r in sorted(by_round):
+        ran = [executions[a.id] for a in by_round[r] if a.id in executions]
+        fixes = [c for c in refinements if round_of.get(c.attempt_id or "") == r]
+        rows.append(
+            RoundSummary(
+                round=r,
+                tasks=len({a.task_id for a in by_round[r]}),
+                attempts=len(ran),
+                attempts_passed=sum(e.feedback.passed for e in ran),
+                refinements=len(fixes),
+                refinements_verified=sum(_passed(verifications, c.id) for c in fixes),
+                examples=examples.get(r, 0),
+                trained=trained.get(r, False),
+                training=training,
+                tasks_mode=tasks_mode,
+            )
+        )
+    return rows
+
+
+def _passed(runs: Mapping[str, Execution], rid: str) -> bool:
+    return rid in runs and runs[rid].feedback.passed

@@ -51,7 +51,7 @@ class _Line(BaseModel):
     reference: str | None = None
     setup_code: str = ""
     tests_seen: list[str | _CallSpec] = []
-    tests_hidden: list[str | _CallSpec]
+    tests_hidden: list[str | _CallSpec] = []  # may be left out when a reference is given
 
 
 _KNOWN = tuple(_Line.model_fields) + tuple(_CallSpec.model_fields)
@@ -162,8 +162,14 @@ def _to_task(line: _Line, path: Path, number: int) -> Task:
             raise DataError(path, number, field, "is empty")
     if not line.entry_point.isidentifier():
         raise DataError(path, number, "entry_point", "is not a Python function name")
-    if not line.tests_hidden:
-        raise DataError(path, number, "tests_hidden", "is empty (at least one test is needed)")
+    if not line.tests_hidden and (line.tests_seen or not (line.reference or "").strip()):
+        raise DataError(
+            path,
+            number,
+            "tests_hidden",
+            "is empty (give at least one test, or a reference and no tests to have tests "
+            "synthesised)",
+        )
     seen = _tests(line.tests_seen, "tests_seen", line.entry_point, path, number)
     hidden = _tests(line.tests_hidden, "tests_hidden", line.entry_point, path, number)
     return Task(

@@ -1,0 +1,202 @@
+"""Test synthesis for pool tasks that come with a reference solution and no tests.
+
+The teacher only proposes INPUTS; every expected output is computed by running the task's
+reference in the sandbox. An input is kept when the reference, on two separate runs, returns
+the same plain-data value within the CPU limit. A wrong teacher therefore costs coverage, never
+correctness: the worst it can do is propose inputs the reference rejects, which are dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from persd.llm.chat_templates import render_chat
+from persd.pipeline.config import SynthConfig
+from persd.pipeline.store import StageFile
+from persd.pipeline.teach import _Request
+from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
+from persd.sandbox import Job, Sandbox
+from persd.sandbox.runner import MAX_REPR
+from persd.tasks.asserts import call_test
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.S)
+# The placeholder a probe compares against; the verdict is ignored, only ``actual`` is read.
+_PROBE_EXPECTED = "None"
+
+
+def needs_tests(task: Task) -> bool:
+    return not task.tests_hidden and not task.tests_seen and bool(task.reference)
+
+
+def synth_requests(tasks: Sequence[Task], cfg: SynthConfig) -> list[_Request]:
+    """One request per task: ``cfg.inputs`` calls of the entry point, literals only."""
+    return [
+        _Request(
+            id=f"{task.id}#t0",
+            task=task,
+            attempt=None,
+            messages=render_chat(
+                cfg.template,
+                {
+                    "task": task.prompt,
+                    "entry_point": task.entry_point,
+                    "reference": (task.reference or "").strip(),
+                    "n": str(cfg.inputs),
+                },
+            ),
+            seed=cfg.seed,
+        )
+        for task in tasks
+    ]
+
+
+def parse_calls(text: str, entry_point: str, limit: int) -> list[str]:
+    """Distinct one-line calls of ``entry_point`` whose arguments are all literals.
+
+    Reads fenced blocks (or the whole reply when it has none). ``assert f(x) == y`` and
+    ``print(f(x))`` lines give their call; anything else is ignored. Literal arguments keep
+    every test's input printable in feedback and free of side effects before the call.
+    """
+    blocks = _FENCE.findall(text) or [text]
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in (ln.strip() for block in blocks for ln in block.splitlines()):
+        call = _call_in(line, entry_point)
+        if call is None:
+            continue
+        key = ast.dump(call)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(ast.unparse(call))
+        if len(out) == limit:
+            break
+    return out
+
+
+def _call_in(line: str, entry_point: str) -> ast.Call | None:
+    if not line or line.startswith("#"):
+        return None
+    try:
+        node: ast.AST = ast.parse(line, mode="exec")
+    except SyntaxError:
+        return None
+    body = node.body  # type: ignore[attr-defined]
+    if len(body) != 1:
+        return None
+    stmt = body[0]
+    expr = stmt.test if isinstance(stmt, ast.Assert) else getattr(stmt, "value", None)
+    if isinstance(expr, ast.Compare):
+        expr = expr.left
+    if isinstance(expr, ast.Call) and _is_name(expr.func, "print") and len(expr.args) == 1:
+        expr = expr.args[0]
+    if not (isinstance(expr, ast.Call) and _is_name(expr.func, entry_point)):
+        return None
+    values = [*expr.args, *(k.value for k in expr.keywords)]
+    if any(isinstance(a, ast.Starred) for a in expr.args) or any(
+        k.arg is None for k in expr.keywords
+    ):
+        return None
+    try:
+        for v in values:
+            ast.literal_eval(v)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return expr
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _probe(task: Task, call: str, cfg: SynthConfig) -> Job:
+    test = Test(kind="call", source=call, call=call, expected=_PROBE_EXPECTED)
+    return Job(
+        program=task.reference or "",
+        tests=(test,),
+        entry_point=task.entry_point,
+        test_set="all",
+        setup_code=task.setup_code,
+        cpu_limit_s=cfg.max_cpu_s,
+    )
+
+
+def _value(outcome: Outcome | None) -> tuple[str | None, str]:
+    """(the literal repr of the returned value, or None with the reason it is unusable)."""
+    if outcome is None:
+        return None, "no result"
+    if outcome.exception:
+        return None, "the reference raised"
+    text = outcome.actual or ""
+    if len(text) >= MAX_REPR and text.endswith("..."):
+        return None, "value too large"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None, "not plain data"
+    if repr(value) != text or value != value:  # noqa: PLR0124 - NaN is never equal to itself
+        return None, "not plain data"
+    return text, ""
+
+
+def probe_task(
+    task: Task, calls: Sequence[str], sandbox: Sandbox, cfg: SynthConfig
+) -> SynthesizedTests:
+    """Run the reference on every call twice; keep the calls it answers identically."""
+    jobs = [_probe(task, call, cfg) for call in calls for _ in range(2)]
+    feedback = sandbox.run_many(jobs)
+    kept: list[Test] = []
+    dropped: Counter[str] = Counter()
+    for i, call in enumerate(calls):
+        runs = feedback[2 * i : 2 * i + 2]
+        if any(f.status == "timeout" for f in runs):
+            dropped["slower than max_cpu_s"] += 1
+            continue
+        if any(f.status not in ("passed", "failed") for f in runs):
+            reason = next(f.status for f in runs if f.status not in ("passed", "failed"))
+            dropped["the reference raised" if reason == "error" else reason] += 1
+            continue
+        values = [_value(f.first_failure or (f.outcomes[0] if f.outcomes else None)) for f in runs]
+        (first, why), (second, _) = values
+        if first is None:
+            dropped[why] += 1
+        elif first != second:
+            dropped["differs between runs"] += 1
+        elif len(kept) < cfg.keep_max:
+            kept.append(call_test(call, ast.literal_eval(first)))
+    return SynthesizedTests(
+        id=task.id, task_id=task.id, tests=tuple(kept), proposed=len(calls), dropped=dict(dropped)
+    )
+
+
+def probe_all(
+    tasks: Sequence[Task],
+    calls: Sequence[TeacherCall],
+    out: StageFile,
+    sandbox: Sandbox,
+    cfg: SynthConfig,
+    *,
+    on_done: Callable[[int], None] | None = None,
+) -> int:
+    """Probe every task with a teacher reply and no record in ``out`` yet."""
+    by_task = {c.task_id: c for c in calls}
+    done = out.ids()
+    todo = [t for t in tasks if t.id in by_task and t.id not in done]
+    for task in todo:
+        proposed = by_task[task.id].code.splitlines()
+        out.append([probe_task(task, proposed, sandbox, cfg)])
+        if on_done:
+            on_done(1)
+    return len(todo)
+
+
+def with_tests(task: Task, record: SynthesizedTests, cfg: SynthConfig) -> Task | None:
+    """The task with its synthesised tests, or None when too few survived."""
+    if len(record.tests) < cfg.min_tests:
+        return None
+    return task.model_copy(
+        update={"tests_seen": record.tests[: cfg.seen], "tests_hidden": record.tests}
+    )
