@@ -50,6 +50,23 @@ def test_run_dir_refuses_a_different_config(tmp_path):
         store.bind(PoolConfig(limit=6))
 
 
+def test_keys_a_newer_version_added_count_only_when_set(tmp_path):
+    """A run directory made before a config key existed resumes while the key holds its
+    default, and is refused once the key is set to something else."""
+    import yaml
+
+    store = RunStore(tmp_path)
+    store.bind(PoolConfig(limit=5))
+    snapshot = tmp_path / "config.yaml"
+    old = yaml.safe_load(snapshot.read_text())
+    del old["ngram"]  # as written by a version without the key
+    snapshot.write_text(yaml.safe_dump(old))
+    store.bind(PoolConfig(limit=5))
+    snapshot.write_text(yaml.safe_dump(old))
+    with pytest.raises(RunDirError, match="changed: ngram"):
+        store.bind(PoolConfig(limit=5, ngram=8))
+
+
 def test_templates_fill_every_placeholder_once():
     msgs = render_chat(
         "teacher_refine_paper",
@@ -126,12 +143,19 @@ def test_builder_variants_and_lineage():
     }
     built = build_datasets(
         tasks, attempts, executions, solutions, refinements, verifications,
-        variants=("stand", "inpd", "persd", "persd_refine", "persd_combined",
+        variants=("stand", "stand_matched", "inpd", "persd", "persd_refine", "persd_combined",
                   "persd_combined_inpd"),
         chat=True,
         student_prompt=lambda t: f"PROMPT {t.id}",
     )
     rows = built.rows
+    # Equal-size StanD: as many rows as PERsD-combined, a seeded subset of StanD's tasks.
+    matched = rows["stand_matched"]
+    assert len(matched) == 2 and {r.variant for r in matched} == {"stand_matched"}
+    assert {r.task_id for r in matched} < {a.id, b.id, c.id}
+    assert [r.completion for r in matched] == [
+        r.completion for r in rows["stand"] if r.task_id in {m.task_id for m in matched}
+    ]
     assert [r.task_id for r in rows["stand"]] == [a.id, b.id, c.id]
     assert [r.task_id for r in rows["inpd"]] == [a.id]  # failed AND refinement verified
     assert [r.completion for r in rows["persd"]] == ["```python\ndef fixed_a(): pass\n```"]

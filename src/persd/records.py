@@ -134,7 +134,15 @@ def all_tests(task: Task) -> tuple[Test, ...]:
 
 # ---- pipeline records: one JSONL per stage, each row keyed by ``id`` -----------------------
 
-Variant = Literal["stand", "inpd", "persd", "persd_refine", "persd_combined", "persd_combined_inpd"]
+Variant = Literal[
+    "stand",
+    "stand_matched",  # StanD cut to as many rows as PERsD-combined (seeded): equal-size baseline
+    "inpd",
+    "persd",
+    "persd_refine",
+    "persd_combined",
+    "persd_combined_inpd",
+]
 ExampleFormat = Literal["text2code", "refine"]
 
 

@@ -16,6 +16,7 @@ What the training string is, per format:
 from __future__ import annotations
 
 import ast
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ def build_datasets(
     refine_template: str = "student_refine",
     feedback_chars: int = 1200,
     unfiltered: bool = True,
+    seed: int = 0,
 ) -> Built:
     """Every requested variant's rows (plus ``*_nofilter`` ablations when ``unfiltered``)."""
     built = Built()
@@ -210,6 +212,12 @@ def build_datasets(
     rows["persd_combined_inpd"] = relabel(
         rows.get("persd_refine", []) + rows.get("inpd", []), "persd_combined_inpd"
     )
+    # The paper's key comparison is at equal size: StanD rows for a seeded random subset of
+    # tasks, as many as PERsD-combined has rows (all of StanD when it has fewer).
+    stand_rows = rows.get("stand", [])
+    size = min(len(rows["persd_combined"]), len(stand_rows))
+    picked = sorted(random.Random(seed).sample(range(len(stand_rows)), size))
+    rows["stand_matched"] = relabel([stand_rows[i] for i in picked], "stand_matched")
     wanted = set(variants)
     for name, items in rows.items():
         base = name.removesuffix("_nofilter")

@@ -91,6 +91,7 @@ class DataConfig(_Section):
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
     refine_template: str = "student_refine"
+    seed: int = Field(0, description="which tasks stand_matched keeps")
 
 
 class RoundsConfig(_Section):

@@ -407,6 +407,7 @@ class Loop:
                 refine_template=self.config.data.refine_template,
                 feedback_chars=self.config.teach.feedback_max_chars,
                 unfiltered=self.config.data.unfiltered and round_ == 0,
+                seed=self.config.data.seed,
             )
             for name, rows in built.rows.items():
                 StageFile(self.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)

@@ -123,14 +123,19 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         snapshot = self.root / "config.yaml"
-        text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+        new_data = config.model_dump(mode="json")
+        text = yaml.safe_dump(new_data, sort_keys=True)
         changed: list[str] = []
         if snapshot.exists():
             old = yaml.safe_load(snapshot.read_text()) or {}
+            # A key a newer persd added is absent from an older snapshot: it changed nothing
+            # when it holds its default.
+            defaults = type(config)().model_dump(mode="json")
             changed = sorted(
                 k
                 for k in _diff_keys(old, yaml.safe_load(text))
                 if not any(k == p or k.startswith(p + ".") for p in operational)
+                and not (_missing(old, k) and _lookup(defaults, k) == _lookup(new_data, k))
             )
         if changed and not force:
             raise RunDirError(
@@ -152,6 +157,21 @@ def _diff_keys(old: object, new: object, prefix: str = "") -> Iterator[str]:
             yield from _diff_keys(old.get(key), new.get(key), f"{prefix}{key}.")
     elif old != new:
         yield prefix.rstrip(".")
+
+
+_ABSENT = object()
+
+
+def _lookup(data: object, key: str) -> object:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def _missing(data: object, key: str) -> bool:
+    return _lookup(data, key) is _ABSENT
 
 
 def read_json_lines(path: Path) -> Iterator[dict]:
