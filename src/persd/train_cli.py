@@ -56,6 +56,11 @@ def train_command(
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, shuffling and dropout.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (default), float32 or bfloat16.")] = None,
+    init_adapter: Annotated[
+        str | None,
+        typer.Option("--init-adapter", help="Continue this trained LoRA adapter (a PEFT dir)."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the newest checkpoint in --out.")
     ] = False,
@@ -74,6 +79,8 @@ def train_command(
         "learning_rate": lr,
         "seed": seed,
         "threads": threads,
+        "dtype": dtype,
+        "init_adapter": init_adapter,
         "resume": resume or None,
         "merge": merge or None,
     }
