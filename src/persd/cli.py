@@ -197,15 +197,16 @@ def tasks(
 
 def _mount() -> None:
     # Loop commands live in their own module so this one stays a list of short commands.
-    from persd import cli_run
+    from persd import cli_report, cli_run
     from persd.cli_eval import eval_command
-    from persd.train_cli import train_command
     from persd.llm.models_cli import models_app
+    from persd.train_cli import train_command
 
     app.add_typer(models_app, name="models")
     app.command("eval")(eval_command)
     app.command("train")(train_command)
     app.command("run")(cli_run.run)
+    app.command("report")(cli_report.report)
     for name, command in cli_run.STAGE_COMMANDS.items():
         app.command(name)(command)
 

@@ -1,0 +1,244 @@
+"""Gather what a report shows from a run directory: the stage files (through ``RunStore``),
+``summary.json``, training logs and evaluation reports. Missing parts become notes, never
+errors: a report of a run stopped after its first stage is still a report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from persd.errors import DataError
+from persd.evaluate.multistep import EvalReport
+from persd.pipeline.store import RunStore, StageFile
+from persd.pipeline.summary import failure_kind, summarise
+from persd.records import Attempt, Example, Execution, TeacherCall
+from persd.report.cases import pick_cases
+from persd.report.data import (
+    EvalRun,
+    ReportData,
+    ReportError,
+    StageCount,
+    TeacherUse,
+    Verdicts,
+)
+from persd.report.training import training_runs
+
+# (stage file, record, the stage's name in summary.json's stage_seconds)
+STAGE_FILES = (
+    ("attempts", Attempt, "attempt"),
+    ("executions", Execution, "execute"),
+    ("solutions", TeacherCall, "solve"),
+    ("refinements", TeacherCall, "refine"),
+    ("verifications", Execution, "verify"),
+)
+FEEDBACK_CHARS = 1200  # teach.feedback_max_chars's default, for configs that predate it
+
+
+def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
+    """Everything the report shows, read from ``run_dir``."""
+    config_path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such directory")
+    if not config_path.is_file():
+        raise ReportError(
+            f"{run_dir}: not a run directory (no config.yaml); give the directory `persd run` "
+            "wrote (default: runs/<config name>)"
+        )
+    config_text = config_path.read_text(encoding="utf-8")
+    config = _mapping(config_text)
+    saved = _saved_summary(run_dir / "summary.json")
+    seconds: dict[str, float] = saved.get("stage_seconds") or {}
+
+    store = RunStore(run_dir)
+    rows = {name: _snapshot(store.stage(name, record)) for name, record, _ in STAGE_FILES}
+    attempts: list[Attempt] = rows["attempts"]
+    executions = {e.id: e for e in rows["executions"]}
+    verifications = {v.id: v for v in rows["verifications"]}
+    solutions: list[TeacherCall] = rows["solutions"]
+    refinements: list[TeacherCall] = rows["refinements"]
+    datasets = {
+        p.stem: _snapshot(store.dataset(p.stem, Example))
+        for p in sorted((run_dir / "data").glob("*.jsonl"))
+    }
+    stages = [
+        StageCount(stage=name, file=f"{name}.jsonl", rows=len(rows[name]), seconds=seconds.get(s))
+        for name, _, s in STAGE_FILES
+    ]
+    stages += [
+        StageCount(stage=f"data: {name}", file=f"data/{name}.jsonl", rows=len(examples))
+        for name, examples in datasets.items()
+    ]
+    summary = summarise(
+        tasks=saved.get("tasks") or len({a.task_id for a in attempts}),
+        tasks_removed=saved.get("tasks_removed") or 0,
+        attempts=attempts,
+        executions=executions,
+        solutions=solutions,
+        refinements=refinements,
+        verifications=verifications,
+        datasets=datasets,
+        teacher_calls_new=0,  # a report makes none
+        stage_seconds=seconds,
+    )
+    notes: list[str] = []
+    evals = _evals(run_dir, notes)
+    teach = config.get("teach") or {}
+    train = config.get("train") or {}
+    return ReportData(
+        run_dir=str(run_dir),
+        config_text=config_text,
+        settings=_settings(config),
+        summary=summary,
+        stages=stages,
+        teacher=[_use("solutions", solutions), _use("refinements", refinements)],
+        verdicts=[
+            _verdicts("solutions", solutions, verifications),
+            _verdicts("refinements", refinements, verifications),
+        ],
+        training=training_runs(run_dir, list(train.get("variants") or [])),
+        evals=evals,
+        cases=pick_cases(
+            refinements,
+            {a.id: a for a in attempts},
+            executions,
+            verifications,
+            n=cases,
+            feedback_chars=int(teach.get("feedback_max_chars") or FEEDBACK_CHARS),
+        ),
+        notes=notes,
+    )
+
+
+def _snapshot(stage: StageFile) -> list:
+    """The records of a stage file as it is now, without repairing it.
+
+    ``StageFile.read`` drops a torn last line, which is right in the process that writes the
+    file and wrong here: a report of a run still going would cut the line its stage is
+    writing. A line without its newline yet is left out instead.
+    """
+    try:
+        data = stage.path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for n, line in enumerate(data[: data.rfind(b"\n") + 1].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(stage.record.model_validate_json(line))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            raise DataError(stage.path, n, field, err["msg"].lower()) from None
+    return out
+
+
+def _mapping(text: str) -> dict[str, Any]:
+    # Read leniently: a run made by an older persd must still get a report, so the config is
+    # not validated against today's RunConfig; only the few keys used here are read.
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# (label, dotted config key): what a reader needs before the numbers make sense
+SETTINGS = (
+    ("student", "student.model"),
+    ("teacher", "teacher.model"),
+    ("task pool", "pool.source"),
+    ("pool size (limit)", "pool.limit"),
+    ("attempts per task", "attempt.n"),
+    ("attempt temperature", "attempt.temperature"),
+    ("refine template", "teach.refine_template"),
+    ("trained variants", "train.variants"),
+    ("training method", "train.method"),
+    ("evaluated on", "evaluate.benchmarks"),
+    ("evaluation tasks (limit)", "evaluate.limit"),
+    ("refinement steps at evaluation", "evaluate.refine_steps"),
+)
+
+
+def _settings(config: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for label, key in SETTINGS:
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "(none)"
+        if value is None:
+            value = "(all)" if key.endswith("limit") else "(not set)"
+        out[label] = str(value)
+    return out
+
+
+def _saved_summary(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _use(kind: str, calls: Sequence[TeacherCall]) -> TeacherUse:
+    fetched = [c for c in calls if not c.cached]
+    return TeacherUse(
+        kind=kind,
+        calls=len(calls),
+        cached=len(calls) - len(fetched),
+        tokens_in=sum(c.tokens_in for c in calls),
+        tokens_out=sum(c.tokens_out for c in calls),
+        cost_usd=sum(c.cost_usd for c in calls),
+        latency_s=sum(c.latency_s for c in fetched) / len(fetched) if fetched else 0.0,
+    )
+
+
+def _verdicts(
+    kind: str, calls: Sequence[TeacherCall], verifications: Mapping[str, Execution]
+) -> Verdicts:
+    counts: Counter[str] = Counter()
+    for c in calls:
+        v = verifications.get(c.id)
+        if v is None:
+            counts["not verified"] += 1
+        else:
+            counts["passed" if v.feedback.passed else failure_kind(v)] += 1
+    ordered = {"passed": counts.pop("passed")} if "passed" in counts else {}
+    return Verdicts(kind=kind, statuses=ordered | dict(counts.most_common()))
+
+
+def _evals(run_dir: Path, notes: list[str]) -> list[EvalRun]:
+    """Every evaluation report in the run directory: ``eval/<model>/<benchmark>/`` from
+    ``persd run``, and any other ``<dir>/<model>/report.json`` a user evaluated into it."""
+    runs: list[EvalRun] = []
+    for path in sorted(run_dir.rglob("report.json")):
+        rel = path.relative_to(run_dir)
+        if rel.parts[0] in ("models", "logs") or len(rel.parts) < 2:
+            continue
+        try:
+            report = EvalReport.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, ValidationError) as e:
+            reason = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            notes.append(f"{rel}: left out, not an evaluation report ({reason})")
+            continue
+        if not report.steps:
+            notes.append(f"{rel}: left out, holds no scores")
+            continue
+        model = rel.parts[1] if rel.parts[0] == "eval" and len(rel.parts) > 2 else rel.parts[-2]
+        run = EvalRun(model=model, path=str(rel), report=report)
+        if any((r.model, r.benchmark) == (model, run.benchmark) for r in runs):
+            run = run.model_copy(update={"model": f"{model} ({rel.parent.parent})"})
+        runs.append(run)
+    # The run's own evaluations first, then any a user added; the base student first.
+    return sorted(
+        runs,
+        key=lambda r: (r.path.split("/")[0] != "eval", r.benchmark, r.model != "base", r.model),
+    )
