@@ -145,6 +145,18 @@ def run(
         summary = loop.run(train=train, evaluate=evaluate)
     console.print(summary_table(summary))
     console.print(f"run directory: {loop.store.root}")
+    _write_report(loop.store.root)
+
+
+def _write_report(run_dir: Path) -> None:
+    """The HTML report of a finished run; a report that cannot be drawn (the ``report`` extra
+    missing) is a note, never a failure of the run it describes."""
+    from persd.report import ReportError, write_report
+
+    try:
+        console.print(f"report: {write_report(run_dir)}", soft_wrap=True)
+    except ReportError as e:
+        console.print(f"[yellow]no report:[/] {e}", soft_wrap=True)
 
 
 def _stage(name: str, doc: str) -> Callable[..., None]:
