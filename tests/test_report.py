@@ -367,3 +367,26 @@ def test_the_report_renders_in_headless_chromium(
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
     assert _console_lines(taken.stderr) == []
     shutil.copy(report, ARTIFACTS / "report.html")
+
+
+def test_a_multi_round_run_gets_a_rounds_table(example_run: Path, tmp_path: Path) -> None:
+    summary = json.loads((example_run / "summary.json").read_text())
+    summary["rounds"] = [
+        {
+            "round": r,
+            "tasks": t,
+            "attempts": t,
+            "attempts_passed": p,
+            "refinements": t - p,
+            "refinements_verified": v,
+            "examples": 2 * v,
+            "trained": True,
+            "training": "continue",
+            "tasks_mode": "failed",
+        }
+        for r, t, p, v in [(0, 40, 16, 6), (1, 24, 5, 3)]
+    ]
+    (example_run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(example_run, tmp_path / "r.html").read_text()
+    assert 'id="rounds"' in page and "training: continue" in page
+    assert "<td>1</td><td>24</td><td>5/24</td>" in page

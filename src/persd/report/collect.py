@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from persd.errors import DataError
 from persd.evaluate.multistep import EvalReport
 from persd.pipeline.store import RunStore, StageFile
-from persd.pipeline.summary import failure_kind, summarise
+from persd.pipeline.summary import RoundSummary, failure_kind, summarise
 from persd.records import Attempt, Example, Execution, TeacherCall
 from persd.report.cases import pick_cases
 from persd.report.data import (
@@ -86,6 +86,8 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         teacher_calls_new=0,  # a report makes none
         stage_seconds=seconds,
     )
+    rounds = [RoundSummary.model_validate(r) for r in saved.get("rounds") or []]
+    summary = summary.model_copy(update={"rounds": rounds})
     notes: list[str] = []
     evals = _evals(run_dir, notes)
     teach = config.get("teach") or {}
