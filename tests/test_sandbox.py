@@ -4,6 +4,7 @@ a few end-to-end behaviours a user would notice."""
 from __future__ import annotations
 
 import math
+import os
 import signal
 
 import pytest
@@ -418,3 +419,26 @@ def test_a_sandbox_that_cannot_confine_says_so():
         "infra_error", "the sandbox could not confine the sample"
     )  # fmt: skip
     assert render_feedback(result).startswith("Not run: the sandbox failed")
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def test_a_killed_worker_is_replaced_and_close_leaves_no_process():
+    """Workers are forks of one zygote; a dead one is forked again, and close ends them all."""
+    add = Job(program="def add(a, b):\n    return a + b\n", tests=ADD_TESTS, entry_point="add")
+    with Sandbox(SandboxConfig(workers=2, **LIMITS)) as sb:
+        zygote = sb._zygote.proc.pid  # noqa: SLF001
+        workers = {w.pid for w in sb._idle.queue}  # noqa: SLF001
+        assert _children(zygote) == workers
+        victim = next(iter(sb._idle.queue))  # noqa: SLF001 - the next run goes to it
+        os.kill(victim.pid, signal.SIGKILL)
+        assert sb.run(add).status == "infra_error"
+        assert [sb.run(add).status for _ in range(4)] == ["passed"] * 4
+        replaced = {w.pid for w in sb._idle.queue}  # noqa: SLF001
+        assert len(replaced) == 2 and victim.pid not in replaced
+        assert _children(zygote) == replaced
+    assert not os.path.exists(f"/proc/{zygote}")  # reaped: the zygote waited for its workers
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in replaced)

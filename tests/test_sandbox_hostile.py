@@ -115,12 +115,11 @@ def _pids() -> list[str]:
     return [p for p in os.listdir("/proc") if p.isdigit()]
 
 
-def worker_pids() -> set[int]:
-    """The sandbox workers: our children running the zygote."""
-    me, found = os.getpid(), set()
+def _zygote_children(parents: set[int]) -> set[int]:
+    found = set()
     for pid in _pids():
         stat = _proc_stat(pid)
-        if stat is None or stat[0] != me:
+        if stat is None or stat[0] not in parents:
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -129,6 +128,11 @@ def worker_pids() -> set[int]:
         if b"zygote" in cmdline:
             found.add(int(pid))
     return found
+
+
+def worker_pids() -> set[int]:
+    """The sandbox workers: the children of our child, the zygote (they share its cmdline)."""
+    return _zygote_children(_zygote_children({os.getpid()}))
 
 
 def stray_processes(workers: set[int], sample_uids: range) -> list[str]:

@@ -64,11 +64,11 @@ SCRIPT = textwrap.dedent(
     out = {"uid": os.getuid(), "euid": os.geteuid()}
     with Sandbox(SandboxConfig(workers=1, wall_limit_s=2, cpu_limit_s=0.5)) as sb:
         out["features"], out["warnings"] = sb.features, sb.warnings
-        worker = next(iter(sb._idle.queue)).proc
+        worker = next(iter(sb._idle.queue))
         for name, program in programs.items():
             fb = sb.run(Job(program=program, tests=tests, entry_point="add"))
             out[name] = {"status": fb.status, "exception": fb.exception, "detail": fb.detail}
-        out["worker_alive"] = worker.poll() is None and next(iter(sb._idle.queue)).proc is worker
+        out["worker_alive"] = worker.alive() and next(iter(sb._idle.queue)) is worker
     try:
         listener.accept()
         out["listener_connected"] = True

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Literal
 
 from persd.errors import DataError
-from persd.evaluate.limits import TimeLimits, calibrate
+from persd.evaluate.limits import (
+    CPU_FLOOR_S,
+    TimeLimits,
+    calibrate,
+    calibrate_lazily,
+    lazy_possible,
+    reached_floor,
+)
 from persd.evaluate.passk import mean_pass_at_k
-from persd.records import ScoredSample, Task
+from persd.records import Feedback, ScoredSample, Task
 from persd.sandbox import Job, Sandbox, SandboxConfig
 from persd.tasks import load_benchmark
 
@@ -118,29 +125,52 @@ def score_samples(
     done = _load_partial(partial_path, samples) or _load_partial(results_path, samples)
     reused = len(done)
     todo = [s for s in samples if s.index not in done]
+    lines: dict[int, str] = {}  # results of this run as written, reused for the final file
     with Sandbox(config) as sandbox:
         used = {tasks[s.task_id].id: tasks[s.task_id] for s in samples}
-        limits = calibrate(list(used.values()), sandbox) if calibrate_limits else TimeLimits.fixed()
-        jobs = [
-            Job.for_task(
-                tasks[s.task_id],
-                program_for(tasks[s.task_id], s.completion, completion_mode),
-                cpu_limit_s=limits.cpu_for(s.task_id),
-            )
-            for s in todo
-        ]
+        lazy = calibrate_limits and lazy_possible(sandbox.config)
+        if lazy:
+            limits = TimeLimits(default_cpu_s=CPU_FLOOR_S, lazy_tasks=len(used))
+        elif calibrate_limits:
+            limits = calibrate(list(used.values()), sandbox)
+        else:
+            limits = TimeLimits.fixed()
+
+        def job(s: Sample) -> Job:
+            program = program_for(tasks[s.task_id], s.completion, completion_mode)
+            return Job.for_task(tasks[s.task_id], program, cpu_limit_s=limits.cpu_for(s.task_id))
+
         with partial_path.open("a", encoding="utf-8") as out:
-            for n, (i, fb) in enumerate(sandbox.imap(jobs), 1):
-                s = todo[i]
+
+            def record(s: Sample, fb: Feedback) -> None:
                 r = ScoredSample(index=s.index, task_id=s.task_id, completion=s.completion,
                                  status=fb.status, passed=fb.passed, feedback=fb)  # fmt: skip
-                out.write(r.model_dump_json() + "\n")
+                lines[s.index] = r.model_dump_json() + "\n"
+                out.write(lines[s.index])
                 out.flush()
                 done[s.index] = r
                 if on_progress:
-                    on_progress(reused + n, len(samples))
+                    on_progress(len(done), len(samples))
+
+            # Lazy calibration (limits.py): a run that reached the floor waits for its task's
+            # calibrated limit; the others are final.
+            at_floor: dict[int, Feedback] = {}
+            for i, fb in sandbox.imap([job(s) for s in todo]):
+                if lazy and reached_floor(fb):
+                    at_floor[i] = fb
+                else:
+                    record(todo[i], fb)
+            if at_floor:
+                needed = {todo[i].task_id: tasks[todo[i].task_id] for i in at_floor}
+                limits = calibrate_lazily(list(needed.values()), sandbox, scored_tasks=len(used))
+                again = [i for i in at_floor if limits.cpu_for(todo[i].task_id) > CPU_FLOOR_S]
+                for i in set(at_floor) - set(again):
+                    record(todo[i], at_floor[i])
+                for j, fb in sandbox.imap([job(todo[i]) for i in again]):
+                    record(todo[again[j]], fb)
     ordered = [done[s.index] for s in samples]
-    results_path.write_text("".join(r.model_dump_json() + "\n" for r in ordered), "utf-8")
+    text = "".join(lines.get(r.index) or r.model_dump_json() + "\n" for r in ordered)
+    results_path.write_text(text, "utf-8")
     partial_path.unlink(missing_ok=True)
     counts: dict[str, tuple[int, int]] = {}
     for r in ordered:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from typing import Any
 
@@ -23,9 +24,10 @@ class Channel:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.deadline = deadline  # monotonic; the worker kills the sample before this
-        # One timeout for the whole exchange (changing it per recv costs syscalls); the
-        # deadline is checked between reads.
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        # One kernel timeout for the whole exchange on a blocking socket: each read is one
+        # recv (Python's own socket timeout polls before every recv, twice the syscalls, and
+        # changing it per read costs more). The deadline is checked between reads.
+        set_timeout(sock, max(deadline - time.monotonic(), 0.001))
         self._reader = codec.FrameReader(self._read, MAX_FRAME)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -55,10 +57,19 @@ class Channel:
             raise ChannelClosed("no reply before the deadline")
         try:
             return self.sock.recv(n)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired: EAGAIN
             raise ChannelClosed("no reply before the deadline") from None
         except OSError as e:
             raise ChannelClosed(str(e)) from None
 
     def close(self) -> None:
         self.sock.close()
+
+
+def set_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make ``sock`` blocking with a kernel send/receive timeout (EAGAIN when it expires)."""
+    if sock.gettimeout() is not None:  # only under socket.setdefaulttimeout()
+        sock.settimeout(None)
+    tv = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)

@@ -1,8 +1,9 @@
 """The trusted parent: a pool of warm workers and the per-sample protocol.
 
-Each worker is a fresh interpreter (``python -I -S``, empty environment) that forks one
-confined process per sample. The parent never forks from itself (it holds the answer key and
-maybe a model) and never runs untrusted code; it runs the tests' trusted half (see runner.py).
+Each worker is forked from one zygote, a fresh interpreter (``python -I -S``, empty
+environment) that preloaded and warmed up once, and forks one confined process per sample.
+The parent never forks from itself (it holds the answer key and maybe a model) and never runs
+untrusted code; it runs the tests' trusted half (see runner.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import logging
 import os
 import queue
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +29,7 @@ from typing import Any
 
 from persd.errors import SandboxError
 from persd.records import Feedback, Task, Test, TestSet, all_tests
-from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation
+from persd.sandbox.channel import Channel, ChannelClosed, ProtocolViolation, set_timeout
 from persd.sandbox.config import SandboxConfig
 from persd.sandbox.runner import RunState, run_tests
 from persd.sandbox.verdict import build_feedback
@@ -91,23 +94,16 @@ def _read_paths(extra: Iterable[str]) -> list[str]:
     return sorted(set(paths))
 
 
-class _Worker:
-    """One warm zygote process and its control socket."""
+class _Zygote:
+    """The one fresh interpreter the workers are forked from, and its socket."""
 
-    def __init__(self, config: SandboxConfig, index: int, base: Path) -> None:
-        self.config = config
-        self.scratch = base / f"w{index}"
-        self.scratch.mkdir(mode=0o711)
+    def __init__(self, config: SandboxConfig) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = {
             "ctrl_fd": theirs.fileno(),
-            "scratch_base": str(self.scratch),
             "scratch_mb": config.scratch_mb,
             "read_paths": _read_paths(config.import_paths),
             "preimport": list(config.preimport),
-            # A uid range per Sandbox, so two sandboxes on one machine don't share a process
-            # budget; one uid per worker, so one sample's processes are all of that uid.
-            "sample_uid": config.sample_uid + (os.getpid() % 65536) * 256 + index % 256,
         }
         boot = _BOOT.format(dir=_CHILD_DIR)
         if config.import_paths:
@@ -122,6 +118,55 @@ class _Worker:
         )
         theirs.close()
         self.ctrl = ours
+        self._lock = threading.Lock()
+
+    def fork(self, requests: list[tuple[dict[str, Any], socket.socket]]) -> list[tuple[int, int]]:
+        """New workers, one per (config, control socket): each one's pid and a pidfd for it.
+
+        All requests are sent before the first reply is read: the zygote forks them back to
+        back instead of waiting for a round trip (and a scheduler slot) each.
+        """
+        replies: list[tuple[bytes, list[int]]] = []
+        with self._lock:
+            self.ctrl.settimeout(30.0)
+            try:
+                for cfg, ctrl in requests:
+                    socket.send_fds(self.ctrl, [json.dumps(cfg).encode()], [ctrl.fileno()])
+                for _ in requests:
+                    data, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 16, 1)
+                    replies.append((data, fds))
+            except OSError:
+                pass
+        done = [(int(json.loads(d)["pid"]), fds[0]) for d, fds in replies if d and len(fds) == 1]
+        if len(done) < len(requests):
+            for _, pidfd in done:
+                os.close(pidfd)
+            raise SandboxError("sandbox zygote failed to start a worker (see its stderr above)")
+        return done
+
+    def close(self) -> None:
+        self.ctrl.close()  # it waits for its workers, then exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _exited(pidfd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
+class _Worker:
+    """One warm worker process (forked by the zygote) and its control socket."""
+
+    def __init__(self, config: SandboxConfig, ctrl: socket.socket, pid: int, pidfd: int) -> None:
+        self.config = config
+        self.ctrl = ctrl
+        self.pid, self._pidfd = pid, pidfd
+        self._timeout: float | None = None
         self.features: dict[str, Any] = {}
         self.warnings: list[str] = []
 
@@ -136,15 +181,17 @@ class _Worker:
         return self
 
     def _recv(self, timeout: float) -> dict[str, Any] | None:
-        self.ctrl.settimeout(timeout)
+        if timeout != self._timeout:  # a kernel timeout: one recv per report, no poll
+            set_timeout(self.ctrl, timeout)
+            self._timeout = timeout
         try:
             data = self.ctrl.recv(1 << 20)
-        except OSError:
+        except OSError:  # EAGAIN when the timeout expires
             return None
         return json.loads(data) if data else None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self._pidfd >= 0 and not _exited(self._pidfd, 0)
 
     def execute(self, job: Job) -> Feedback:
         c = self.config
@@ -195,12 +242,14 @@ class _Worker:
         )
 
     def close(self) -> None:
-        self.ctrl.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.ctrl.close()  # the worker exits when its socket closes
+        if self._pidfd < 0:
+            return
+        if not _exited(self._pidfd, 5.0):
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            _exited(self._pidfd, 5.0)
+        os.close(self._pidfd)
+        self._pidfd = -1
 
 
 class Sandbox:
@@ -214,12 +263,18 @@ class Sandbox:
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
-        starting = [self._start() for _ in range(self.config.workers)]
+        self._zygote = _Zygote(self.config)
+        try:
+            starting = self._start(self.config.workers)
+        except SandboxError:
+            self._zygote.close()
+            raise
         try:
             workers = [w.wait_ready() for w in starting]
         except SandboxError:
             for w in starting:
                 w.close()
+            self._zygote.close()
             raise
         self.features, self.warnings = workers[0].features, workers[0].warnings
         for w in self.warnings:
@@ -227,14 +282,41 @@ class Sandbox:
         for worker in workers:
             self._idle.put(worker)
 
-    def _start(self) -> _Worker:
+    def _start(self, n: int) -> list[_Worker]:
+        """Fork ``n`` workers, each with its own scratch directory and sample uid."""
         with self._lock:
-            self._count += 1
-            index = self._count
-        return _Worker(self.config, index, self._base)
+            indices = range(self._count + 1, self._count + n + 1)
+            self._count += n
+        requests, theirs = [], []
+        for index in indices:
+            scratch = self._base / f"w{index}"
+            scratch.mkdir(mode=0o711)
+            cfg = {
+                "scratch_base": str(scratch),
+                # A uid range per Sandbox, so two sandboxes on one machine don't share a
+                # process budget; one uid per worker, so one sample's processes are all of
+                # that uid.
+                "sample_uid": self.config.sample_uid + (os.getpid() % 65536) * 256 + index % 256,
+            }
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            requests.append((cfg, pair[1]))
+            theirs.append(pair)
+        try:
+            forked = self._zygote.fork(requests)
+        except SandboxError:
+            for ours, _ in theirs:
+                ours.close()
+            raise
+        finally:
+            for _, t in theirs:
+                t.close()
+        return [
+            _Worker(self.config, ours, pid, pidfd)
+            for (ours, _), (pid, pidfd) in zip(theirs, forked, strict=True)
+        ]
 
     def _spawn(self) -> _Worker:
-        return self._start().wait_ready()
+        return self._start(1)[0].wait_ready()
 
     def run(self, job: Job) -> Feedback:
         """Run one job on the next free worker; an infra failure respawns that worker."""
@@ -275,8 +357,14 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
+        workers = []
         while not self._idle.empty():
-            self._idle.get().close()
+            workers.append(self._idle.get())
+        for w in workers:  # hang up on every worker first: they exit in parallel
+            w.ctrl.close()
+        for w in workers:
+            w.close()
+        self._zygote.close()
         shutil.rmtree(self._base, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:

@@ -107,6 +107,7 @@ def build_feedback(
         stdout_tail=str(report.get("stdout", ""))[-TAIL_CHARS:],
         stderr_tail=str(report.get("stderr", ""))[-TAIL_CHARS:],
         wall_s=float(report.get("wall_s", 0.0)),
-        cpu_s=float(report.get("cpu_s", 0.0)),
+        # Every process of the sample: its own (with the children it waited for) and orphans.
+        cpu_s=round(float(report.get("cpu_s", 0.0)) + float(report.get("orphan_cpu_s", 0.0)), 4),
         peak_memory_mb=round(float(report.get("maxrss_kb", 0)) / 1024, 1),
     )

@@ -111,9 +111,13 @@ def _pair(body: Any) -> list:
     return body
 
 
+# One encoder for every frame: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(message: dict) -> bytes:
     """One frame: a 4-byte length, then the message as UTF-8 JSON."""
-    data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    data = _encode(message).encode()
     return _HEADER.pack(len(data)) + data
 
 

@@ -1,339 +1,24 @@
-"""A warm worker: forks one confined process per sample and supervises it.
+"""The zygote: one warm interpreter that forks the pool's workers.
 
-The worker is trusted: it never runs untrusted code itself. Started as a fresh interpreter
-with a scrubbed environment (``python -I -S``), it holds no task data and no secrets, so a
-fork of it has nothing to leak. Per sample it creates the scratch directory, forks, owns the
-clock (wall and CPU time), drains stdout/stderr under a cap, kills the whole process group,
-reaps every descendant (it is their subreaper), removes the scratch directory, and reports.
+Started as a fresh interpreter with a scrubbed environment (``python -I -S``), it holds no
+task data and no secrets. It imports the preloaded modules and warms up once, then forks a
+worker (worker.py) whenever the trusted parent asks, so the workers share its warmed-up
+pages instead of each starting an interpreter, and a fork of it has nothing to leak.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import select
-import signal
 import socket
 import sys
-import time
 from typing import Any
 
-from . import codec, confine, harness
+from . import codec, harness
+from .worker import Worker
 
-CTRL_FD = 250  # the control socket to the trusted parent (SOCK_SEQPACKET)
-RULESET_FD = 251  # the Landlock ruleset every sample applies to itself
-SAMPLE_FD = 3  # in the sample: its private socket to the parent
-EXIT_CONFINE = 121  # the sample could not be confined: an infrastructure error
-TAIL = 4096  # bytes of stdout/stderr kept for feedback
-PR_SET_CHILD_SUBREAPER = 36
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class Worker:
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.warnings: list[str] = []
-        self.features: dict[str, Any] = {}
-        self.uid = os.getuid()
-        self.sample_uid: int | None = None
-        self.nproc_base = 0
-        self.nproc_checked = 0.0
-        self.scratch_base = cfg["scratch_base"]
-        self.read_paths = list(cfg["read_paths"])
-
-    # ---- start-up ---------------------------------------------------------------------------
-
-    def setup(self) -> dict[str, Any]:
-        """Enter namespaces, mount the scratch tmpfs, probe the kernel; report what holds."""
-        root = self.uid == 0
-        flags = 0x20000 | 0x40000000 | 0x08000000  # NEWNS | NEWNET | NEWIPC
-        if not root:
-            flags |= 0x10000000  # NEWUSER: what lets an ordinary user make the others
-        ns_ok = self._unshare(flags, root)
-        if not ns_ok:
-            ns_ok = self._unshare(flags & ~0x20000, root)  # without a mount namespace
-            self.features["mount_namespace"] = False
-        self.features["network_namespace"] = ns_ok
-        if not ns_ok:
-            self.warnings.append(
-                "no network namespace (the kernel refused unshare): network is blocked by "
-                "seccomp (no sockets) and Landlock only"
-            )
-        if self.features.get("mount_namespace", ns_ok):
-            self.features["mount_namespace"] = self._mount_tmpfs()
-        if not self.features["mount_namespace"]:
-            self.warnings.append(
-                "no private tmpfs for scratch directories: disk use is bounded per file "
-                "(RLIMIT_FSIZE) and by the time limit, not in total"
-            )
-        abi = confine.landlock_abi()
-        self.features["landlock_abi"] = abi
-        if abi < 1:
-            self.warnings.append(
-                "Landlock unavailable: the sample can read any file its user can read "
-                "and write outside its scratch directory where file modes allow"
-            )
-        else:
-            devs = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
-            fd = confine.landlock_ruleset(abi, self.read_paths, [self.scratch_base], devs)
-            os.dup2(fd, RULESET_FD, inheritable=False)
-            os.close(fd)
-            if abi < 6:
-                self.warnings.append(
-                    f"Landlock ABI {abi} < 6: signals are confined by seccomp only"
-                )
-        self.features["seccomp"] = confine.seccomp_supported()
-        if not self.features["seccomp"]:
-            self.warnings.append(
-                "seccomp filter not built for this CPU architecture: programs may exec "
-                "shells, open sockets and signal other processes of the same user"
-            )
-        if root:
-            self.sample_uid = int(self.cfg["sample_uid"])
-        self.features["sample_uid"] = self.sample_uid if root else self.uid
-        import ctypes
-
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        self._refresh_nproc()
-        _warm_up()
-        self.seccomp: confine.Seccomp | None = None
-        shared_filter = self.features["seccomp"] and abi >= 6
-        if self.features["seccomp"]:
-            if shared_filter:  # signals confined by Landlock: the filter has no per-pid part
-                self.seccomp = confine.Seccomp(confine.sample_filter())
-            else:
-                confine.seccomp_filter(os.getpid())  # assemble the template once, here
-        # Per-sample state a fork inherits instead of building: the scratch path is the same
-        # for every sample (one at a time per worker), so the environment is set once here.
-        self.scratch = os.path.join(self.scratch_base, "s")
-        self.scratch_base_fd = os.open(self.scratch_base, os.O_RDONLY | os.O_DIRECTORY)
-        os.environ.clear()
-        os.environ.update(
-            HOME=self.scratch, TMPDIR=self.scratch, PATH="/usr/bin:/bin", LANG="C.UTF-8"
-        )
-        self.devnull = os.open("/dev/null", os.O_RDONLY)
-        self.vm_base = confine.vm_bytes()  # a fork starts with the same address space
-        if shared_filter:
-            # The worker filters itself: every sample inherits the big filter through fork
-            # and stacks only a three-rule one (setsid, setpgid, pidfd_open, which the worker
-            # still uses). Installed last: setup needed unshare and mount.
-            confine.no_new_privs()
-            confine.Seccomp(confine.worker_filter()).install()
-        return {"op": "hello", "features": self.features, "warnings": self.warnings}
-
-    def _unshare(self, flags: int, root: bool) -> bool:
-        if confine.unshare(flags) != 0:
-            return False
-        if not root and flags & 0x10000000:
-            uid, gid = os.getuid(), os.getgid()
-            try:
-                with open("/proc/self/setgroups", "w") as f:
-                    f.write("deny")
-                with open("/proc/self/uid_map", "w") as f:
-                    f.write(f"{uid} {uid} 1")
-                with open("/proc/self/gid_map", "w") as f:
-                    f.write(f"{gid} {gid} 1")
-            except OSError:
-                return False
-        return True  # a fresh network namespace has only a loopback device, and it is down
-
-    def _mount_tmpfs(self) -> bool:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        ms_rec, ms_private = 0x4000, 0x40000
-        if libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
-            return False
-        opts = f"size={int(self.cfg['scratch_mb'])}m,mode=0711"
-        target = self.scratch_base.encode()
-        return libc.mount(b"persd-scratch", target, b"tmpfs", 0x2 | 0x8, opts.encode()) == 0
-
-    def _refresh_nproc(self) -> None:
-        # RLIMIT_NPROC counts every process of the uid: the limit is current usage + budget.
-        now = time.monotonic()
-        if now - self.nproc_checked > 2.0:
-            uid = self.sample_uid if self.sample_uid is not None else self.uid
-            self.nproc_base = confine.count_processes(uid)
-            self.nproc_checked = now
-
-    # ---- one sample ---------------------------------------------------------------------------
-
-    def run(self, job: dict[str, Any], sock_fd: int) -> dict[str, Any]:
-        scratch = self.scratch
-        os.mkdir(scratch, 0o700)
-        if self.sample_uid is not None:
-            os.chown(scratch, self.sample_uid, self.sample_uid)
-        self._refresh_nproc()
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        # Written only by our code when confinement fails; closed before any untrusted byte
-        # runs, so a program can't pass its own exit(EXIT_CONFINE) off as a sandbox failure.
-        fail_r, fail_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the sample
-            try:
-                self._enter_sample(job, scratch, sock_fd, out_w, err_w)
-            except BaseException as e:  # noqa: BLE001 - say why on the sample's stderr
-                import traceback
-
-                why = "".join(traceback.format_exception(e)[-3:])
-                os.write(err_w, (f"persd sandbox: cannot confine: {why}").encode())
-                os.write(fail_w, b"!")
-                os._exit(EXIT_CONFINE)
-            harness.main(SAMPLE_FD)
-            os._exit(EXIT_CONFINE)
-        os.close(sock_fd)
-        os.close(out_w)
-        os.close(err_w)
-        os.close(fail_w)
-        try:
-            report = self._supervise(pid, job, out_r, err_r)
-            os.set_blocking(fail_r, False)
-            try:
-                report["confine_failed"] = os.read(fail_r, 1) == b"!"
-            except BlockingIOError:
-                report["confine_failed"] = False
-        finally:
-            os.close(out_r)
-            os.close(err_r)
-            os.close(fail_r)
-        report["leftover"] = self._reap_all()
-        for name in os.listdir(self.scratch_base):  # the sample may have made siblings
-            _remove(name, self.scratch_base_fd)
-        return report
-
-    def _enter_sample(
-        self, job: dict[str, Any], scratch: str, sock_fd: int, out_w: int, err_w: int
-    ) -> None:
-        os.setsid()  # its own process group: the unit the worker kills
-        os.dup2(self.devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        if sock_fd != SAMPLE_FD:
-            os.dup2(sock_fd, SAMPLE_FD, inheritable=False)
-        os.chdir(scratch)  # HOME and TMPDIR already point here (see setup)
-        confine.set_limits(
-            address_space=self.vm_base + int(job["memory_bytes"]),
-            cpu_s=int(job["cpu_s"]) + 1,
-            file_bytes=int(job["file_bytes"]),
-            open_files=4 + int(job["open_files"]),
-            processes=self.nproc_base + int(job["processes"]),
-        )
-        if self.sample_uid is not None:
-            confine.drop_to_uid(self.sample_uid, keep_read=self.features["landlock_abi"] >= 1)
-        else:
-            confine.set_caps(())
-        confine.no_new_privs()
-        if self.features["landlock_abi"] >= 1:
-            confine.landlock_restrict(RULESET_FD)
-        if self.seccomp is not None:
-            self.seccomp.install()
-        elif self.features["seccomp"]:
-            confine.Seccomp(confine.seccomp_filter(os.getpid())).install()
-        os.closerange(SAMPLE_FD + 1, 1 << 16)  # the control socket above all
-
-    def _supervise(self, pid: int, job: dict[str, Any], out_r: int, err_r: int) -> dict:
-        start = time.monotonic()
-        wall_deadline = start + float(job["wall_s"])
-        cpu_limit = float(job["cpu_s"])
-        next_cpu_check = start + cpu_limit  # CPU time can't exceed wall time elapsed
-        cap = int(job["output_bytes"])
-        pidfd = os.pidfd_open(pid)
-        poller = select.poll()
-        for fd in (pidfd, out_r, err_r):
-            poller.register(fd, select.POLLIN)
-        tails = {out_r: bytearray(), err_r: bytearray()}
-        total, reason, cpu = 0, None, 0.0
-        open_pipes = {out_r, err_r}
-        try:
-            while reason is None:
-                now = time.monotonic()
-                timeout = max(0.0, min(wall_deadline, next_cpu_check) - now)
-                events = poller.poll(timeout * 1000 + 1)
-                exited = False
-                for fd, _ev in events:
-                    if fd == pidfd:
-                        exited = True
-                    else:
-                        n = self._drain(fd, tails[fd], open_pipes, poller)
-                        total += n
-                if total > cap:
-                    reason = "output"
-                    break
-                if exited:
-                    break
-                now = time.monotonic()
-                if now >= next_cpu_check:
-                    cpu = _cpu_seconds(pid)
-                    if cpu >= cpu_limit:
-                        reason = "cpu"
-                        break
-                    next_cpu_check = now + max(cpu_limit - cpu, 0.01)
-                if now >= wall_deadline:
-                    reason = "wall"
-            # Kill before reaping: a zombie still pins the process-group id, so no unrelated
-            # process can have taken it.
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            for fd in list(open_pipes):
-                total += self._drain(fd, tails[fd], open_pipes, poller, final=True)
-            _, status, usage = os.wait4(pid, 0)
-        finally:
-            os.close(pidfd)
-        wall = time.monotonic() - start
-        report: dict[str, Any] = {
-            "op": "report",
-            "reason": reason if reason else ("output" if total > cap else None),
-            "wall_s": round(wall, 4),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 4),
-            "maxrss_kb": usage.ru_maxrss,
-            "stdout": bytes(tails[out_r]).decode("utf-8", "replace"),
-            "stderr": bytes(tails[err_r]).decode("utf-8", "replace"),
-            "output_bytes": total,
-        }
-        if os.WIFSIGNALED(status):
-            report["signal"] = os.WTERMSIG(status)
-        else:
-            report["exit_code"] = os.WEXITSTATUS(status)
-        return report
-
-    @staticmethod
-    def _drain(fd: int, tail: bytearray, open_pipes: set, poller: Any, final: bool = False) -> int:
-        n = 0
-        os.set_blocking(fd, False)
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return n
-            if not chunk:
-                open_pipes.discard(fd)
-                poller.unregister(fd)
-                return n
-            n += len(chunk)
-            tail += chunk
-            if len(tail) > TAIL:
-                del tail[: len(tail) - TAIL]
-            if not final and n > 1 << 20:
-                return n  # let the caller check the cap
-            if final and n > 1 << 22:
-                return n  # a writer outside the group cannot exist; don't spin regardless
-
-    def _reap_all(self) -> int:
-        """Wait for every orphan the sample left (we are their subreaper); count stragglers."""
-        deadline = time.monotonic() + 2.0
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return 0
-            if pid:
-                continue
-            if time.monotonic() > deadline:
-                return _kill_children()
-            time.sleep(0.001)
+ZYGOTE_FD = 249  # the zygote's socket to the trusted parent (SOCK_SEQPACKET)
+CTRL_FD = 250  # a worker's control socket to the trusted parent (SOCK_SEQPACKET)
 
 
 _WARM_UP_PROGRAM = """
@@ -366,95 +51,17 @@ def _warm_up() -> None:
         harness._exception(e)
 
 
-def _remove(name: str, dir_fd: int) -> None:
-    """Remove ``name`` under ``dir_fd`` and everything beneath it, never following a link.
-
-    Our own small ``shutil.rmtree``: importing shutil maps zlib, bz2 and lzma into the worker
-    (30 more memory areas that every fork copies and every sample exit tears down). The
-    sample and all its processes are gone when this runs, so nothing changes underneath.
-    Errors are ignored, as with ``rmtree(ignore_errors=True)``.
-    """
-    try:
-        os.rmdir(name, dir_fd=dir_fd)  # the usual case: an empty scratch directory
-        return
-    except NotADirectoryError:
-        _ignore(os.unlink, name, dir_fd=dir_fd)
-        return
-    except OSError:
-        pass
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:  # a symlink, a special file, or a directory we may not open
-        if _ignore(os.unlink, name, dir_fd=dir_fd):
-            return
-        _ignore(os.chmod, name, 0o700, dir_fd=dir_fd)  # made unreadable by its owner
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-        except OSError:
-            return
-    try:
-        for entry in os.scandir(fd):
-            _remove(entry.name, fd)
-    finally:
-        os.close(fd)
-    _ignore(os.rmdir, name, dir_fd=dir_fd)
-
-
-def _ignore(fn: Any, *args: Any, **kwargs: Any) -> bool:
-    try:
-        fn(*args, **kwargs)
-    except OSError:
-        return False
-    return True
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _kill_children() -> int:
-    """Last resort: SIGKILL anything still parented to us. Returns how many there were."""
-    me, n = str(os.getpid()).encode(), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    ppid = f.read().rsplit(b")", 1)[1].split()[1]
-            except OSError:
-                continue
-            if ppid == me:
-                n += 1
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except OSError:
-                    pass
-    return n
-
-
-def main() -> None:
-    cfg = json.loads(sys.argv[1])
-    for name in cfg.get("preimport", ()):
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-    os.dup2(int(cfg["ctrl_fd"]), CTRL_FD, inheritable=False)
-    os.close(int(cfg["ctrl_fd"]))
-    ctrl = socket.socket(fileno=CTRL_FD)
+def _serve(cfg: dict[str, Any], ctrl: socket.socket) -> None:
+    """A worker's loop: one job (limits + the sample's socket) in, one report out."""
     worker = Worker(cfg)
     ctrl.send(json.dumps(worker.setup()).encode())
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(ctrl, 1 << 16, 1)
         except OSError:
-            return
-        if not data:
-            return
+            data = b""
+        if not data:  # the parent hung up: nothing to flush or finalize, so skip teardown
+            os._exit(0)
         job = json.loads(data)
         if not fds:
             ctrl.send(json.dumps({"op": "report", "infra": "no socket passed"}).encode())
@@ -464,3 +71,67 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - report, keep serving
             report = {"op": "report", "infra": f"{type(e).__name__}: {e}"}
         ctrl.send(json.dumps(report).encode())
+
+
+def _fork_worker(cfg: dict[str, Any], ctrl_fd: int) -> int:
+    """Fork one worker serving ``ctrl_fd``; in the zygote, return its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the worker: never returns into the zygote's loop
+        os.close(ZYGOTE_FD)  # a worker can't ask for more workers
+        os.dup2(ctrl_fd, CTRL_FD, inheritable=False)
+        os.close(ctrl_fd)
+        _serve(cfg, socket.socket(fileno=CTRL_FD))
+    except BaseException:  # noqa: BLE001 - the parent sees the socket close
+        import traceback
+
+        traceback.print_exc()
+    os._exit(1)
+
+
+def _reap(block: bool) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    for name in cfg.get("preimport", ()):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    import ctypes  # noqa: F401 - what every worker's set-up uses
+
+    _warm_up()
+    os.dup2(int(cfg["ctrl_fd"]), ZYGOTE_FD, inheritable=False)
+    os.close(int(cfg["ctrl_fd"]))
+    zygote = socket.socket(fileno=ZYGOTE_FD)
+    while True:
+        _reap(block=False)  # workers the parent replaced
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(zygote, 1 << 16, 1)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            zygote.send(json.dumps({"op": "error", "why": "no socket passed"}).encode())
+            continue
+        pid = _fork_worker({**cfg, **json.loads(data)}, fds[0])
+        os.close(fds[0])
+        pidfd = os.pidfd_open(pid)  # not reaped yet: the pid is still this worker's
+        socket.send_fds(zygote, [json.dumps({"op": "spawned", "pid": pid}).encode()], [pidfd])
+        os.close(pidfd)
+    # The parent hung up (it closes every worker's socket first): wait for them, so their
+    # CPU time is accounted to us and, through us, to the parent.
+    _reap(block=True)
+    os._exit(0)
