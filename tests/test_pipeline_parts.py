@@ -17,8 +17,9 @@ from persd.tasks.decontaminate import decontaminate
 
 
 def _attempt(task_id: str, code: str = "def f(x):\n    return x\n") -> Attempt:
-    return Attempt(id=f"{task_id}#r0a0", task_id=task_id, model_id="m", prompt="p", raw=code,
-                   code=code)
+    return Attempt(
+        id=f"{task_id}#r0a0", task_id=task_id, model_id="m", prompt="p", raw=code, code=code
+    )
 
 
 def test_stage_file_appends_and_drops_a_torn_last_line(tmp_path):
@@ -89,19 +90,26 @@ def test_user_template_file_errors_are_one_line(tmp_path):
 
 
 def test_refine_prompt_base_ends_with_the_header():
-    text = refine_prompt(task_text="add", code="def f(): pass", feedback="boom",
-                         header='"""\nadd\n"""\n', chat=False)
+    text = refine_prompt(
+        task_text="add", code="def f(): pass", feedback="boom", header='"""\nadd\n"""\n', chat=False
+    )
     assert isinstance(text, str) and text.endswith('"""\nadd\n"""\n')
-    chat = refine_prompt(task_text="add", code="def f(): pass", feedback="boom", header="",
-                         chat=True)
+    chat = refine_prompt(
+        task_text="add", code="def f(): pass", feedback="boom", header="", chat=True
+    )
     assert chat[-1].role == "user" and "boom" in chat[-1].content
 
 
 def test_decontamination_removes_copies_of_benchmark_tasks():
     bench = load_benchmark("mbpp-test")[:50]
     pool = load_benchmark("mbpp-train")[:50]
-    copy = pool[0].model_copy(update={"id": "mine/1", "instruction": bench[3].instruction,
-                                      "reference": bench[3].reference})
+    copy = pool[0].model_copy(
+        update={
+            "id": "mine/1",
+            "instruction": bench[3].instruction,
+            "reference": bench[3].reference,
+        }
+    )
     result = decontaminate([*pool, copy], bench)
     assert result.removed["mine/1"] == bench[3].id
     assert "mine/1" not in {t.id for t in result.kept}
@@ -110,16 +118,30 @@ def test_decontamination_removes_copies_of_benchmark_tasks():
 
 def _fb(passed: bool) -> Feedback:
     if passed:
-        return Feedback(status="passed", test_set="all", tests_total=1,
-                        outcomes=(Outcome(index=0, passed=True),))
-    return Feedback(status="failed", test_set="seen", tests_total=1,
-                    outcomes=(Outcome(index=0, passed=False, call="f(1)", expected="2",
-                                      actual="1"),))
+        return Feedback(
+            status="passed",
+            test_set="all",
+            tests_total=1,
+            outcomes=(Outcome(index=0, passed=True),),
+        )
+    return Feedback(
+        status="failed",
+        test_set="seen",
+        tests_total=1,
+        outcomes=(Outcome(index=0, passed=False, call="f(1)", expected="2", actual="1"),),
+    )
 
 
 def _call(cid: str, task_id: str, code: str, attempt_id: str | None = None) -> TeacherCall:
-    return TeacherCall(id=cid, task_id=task_id, attempt_id=attempt_id, model_id="t", messages=(),
-                       raw=code, code=code)
+    return TeacherCall(
+        id=cid,
+        task_id=task_id,
+        attempt_id=attempt_id,
+        model_id="t",
+        messages=(),
+        raw=code,
+        code=code,
+    )
 
 
 def test_builder_variants_and_lineage():
@@ -142,9 +164,21 @@ def test_builder_variants_and_lineage():
         for i in [s.id for s in solutions] + [r.id for r in refinements]
     }
     built = build_datasets(
-        tasks, attempts, executions, solutions, refinements, verifications,
-        variants=("stand", "stand_matched", "inpd", "persd", "persd_refine", "persd_combined",
-                  "persd_combined_inpd"),
+        tasks,
+        attempts,
+        executions,
+        solutions,
+        refinements,
+        verifications,
+        variants=(
+            "stand",
+            "stand_matched",
+            "inpd",
+            "persd",
+            "persd_refine",
+            "persd_combined",
+            "persd_combined_inpd",
+        ),
         chat=True,
         student_prompt=lambda t: f"PROMPT {t.id}",
     )
@@ -170,3 +204,18 @@ def test_builder_variants_and_lineage():
     ids = [r.id for rs in rows.values() for r in rs]
     assert len(ids) == len(set(ids))
     Example.model_validate_json(rows["stand"][0].model_dump_json())
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from persd.cli import app
+
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(yaml.safe_dump({"pool": {"source": "mbpp-train", "limit": 5}}))
+    run_dir = tmp_path / "never-created"
+    result = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(run_dir), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "teacher solve calls" in result.output and "attempts to sample" in result.output
+    assert not run_dir.exists()

@@ -61,10 +61,17 @@ def default_config() -> Path:
     return Path(str(resources.files("persd.pipeline").joinpath("default.yaml")))
 
 
-def _loop(config: Path | None, run_dir: Path | None, force: bool, progress: RichProgress) -> Loop:
+def _loop(
+    config: Path | None,
+    run_dir: Path | None,
+    force: bool,
+    progress: RichProgress,
+    *,
+    dry_run: bool = False,
+) -> Loop:
     cfg: RunConfig = load_config(config or default_config())
     where = run_dir or Path("runs") / (config.stem if config else "default")
-    return Loop(cfg, where, progress=progress, force=force)
+    return Loop(cfg, where, progress=progress, force=force, dry_run=dry_run)
 
 
 def summary_table(s: RunSummary) -> Table:
@@ -119,7 +126,7 @@ def run(
     Resumable: rerun the same command after an interruption and it continues.
     """
     with _bars() as bars:
-        loop = _loop(config, run_dir, force, RichProgress(bars))
+        loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run)
         if dry_run:
             bars.stop()
             plan = make_plan(loop)

@@ -99,10 +99,11 @@ class Loop:
         progress: Progress | None = None,
         make_student: Callable[[RunConfig], Student] = _default_student,
         force: bool = False,
+        dry_run: bool = False,
     ) -> None:
         self.config, self.progress = config, progress or LogProgress()
         self.store = RunStore(run_dir)
-        self.store.bind(config, force=force, operational=OPERATIONAL)
+        self.store.bind(config, force=force, operational=OPERATIONAL, check_only=dry_run)
         self.make_student = make_student
         self.timer = _Timer()
         self.teacher_calls_new = 0

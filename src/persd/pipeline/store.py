@@ -113,15 +113,22 @@ class RunStore:
         self.logs = root / "logs"
 
     def bind(
-        self, config: BaseModel, *, force: bool = False, operational: tuple[str, ...] = ()
+        self,
+        config: BaseModel,
+        *,
+        force: bool = False,
+        operational: tuple[str, ...] = (),
+        check_only: bool = False,
     ) -> None:
         """Create the directory, or check it belongs to ``config`` (no silent stacking).
 
         Keys under an ``operational`` prefix (worker counts, timeouts, budgets) change how a
-        run executes, not what it computes, so they may differ on resume.
+        run executes, not what it computes, so they may differ on resume. ``check_only`` (a
+        dry run) checks and writes nothing, not even the directory.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        if not check_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.logs.mkdir(exist_ok=True)
         snapshot = self.root / "config.yaml"
         new_data = config.model_dump(mode="json")
         text = yaml.safe_dump(new_data, sort_keys=True)
@@ -142,7 +149,8 @@ class RunStore:
                 f"{self.root}: holds a run with a different config (changed: "
                 f"{', '.join(changed[:5])}); use another --run-dir, or --force to continue anyway"
             )
-        snapshot.write_text(text)
+        if not check_only:
+            snapshot.write_text(text)
 
     def stage(self, name: str, record: type[R]) -> StageFile:
         return StageFile(self.root / f"{name}.jsonl", record)
