@@ -219,3 +219,39 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "teacher solve calls" in result.output and "attempts to sample" in result.output
     assert not run_dir.exists()
+
+
+def test_base_attempts_stop_where_the_task_prompt_says(tmp_path):
+    """A base (non-chat) student continues text: each task's attempt carries that task's stop
+    sequences; a chat student gets one batched call without them."""
+    from persd.llm.base import Generation
+    from persd.llm.extract import base_stop_sequences
+    from persd.pipeline.attempt import run_attempts
+    from persd.pipeline.config import AttemptConfig
+    from persd.pipeline.store import StageFile
+
+    class Recorder:
+        model_id = "rec"
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompts, params):
+            self.calls.append((len(prompts), params.stop))
+            return [
+                [Generation(text="    return 1\n", tokens_in=1, tokens_out=1, finish_reason="stop")]
+                for _ in prompts
+            ]
+
+    tasks = load_benchmark("humaneval")[:3]
+    for chat in (False, True):
+        student = Recorder()
+        out = StageFile(tmp_path / f"a{chat}.jsonl", Attempt)
+        run_attempts(tasks, student, out, AttemptConfig(), chat=chat)
+        if chat:
+            assert student.calls == [(3, ())]
+        else:
+            assert student.calls == [
+                (1, base_stop_sequences(t.prompt, t.entry_point)) for t in tasks
+            ]
+            assert all(a.sampling["stop"] for a in out.read())

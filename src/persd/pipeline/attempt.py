@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from persd.llm.base import SamplingParams, Student
 from persd.llm.chat_templates import prompt_text
-from persd.llm.extract import extract_program
+from persd.llm.extract import base_stop_sequences, extract_program
 from persd.llm.prompts import student_prompt
 from persd.pipeline.config import AttemptConfig
 from persd.pipeline.store import StageFile
@@ -49,7 +49,13 @@ def run_attempts(
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         prompts = [student_prompt(t, chat=chat) for t in batch]
-        generations = student.generate(prompts, params)
+        if chat:
+            generations = student.generate(prompts, params)
+        else:  # a base model continues the text: where to stop depends on the task's prompt
+            generations = [
+                student.generate([p], _with_stops(params, t))[0]
+                for p, t in zip(prompts, batch, strict=True)
+            ]
         rows = []
         for task, prompt, gens in zip(batch, prompts, generations, strict=True):
             for index, gen in enumerate(gens):
@@ -70,10 +76,16 @@ def run_attempts(
                         ),
                         tokens_in=gen.tokens_in,
                         tokens_out=gen.tokens_out,
-                        sampling=params.model_dump(mode="json"),
+                        sampling=(params if chat else _with_stops(params, task)).model_dump(
+                            mode="json"
+                        ),
                     )
                 )
         out.append(rows)
         if on_done:
             on_done(len(batch))
     return len(todo)
+
+
+def _with_stops(params: SamplingParams, task: Task) -> SamplingParams:
+    return params.model_copy(update={"stop": base_stop_sequences(task.prompt, task.entry_point)})
