@@ -11,9 +11,10 @@ from persd.llm.chat_templates import TemplateError, refine_prompt, render_chat
 from persd.pipeline.build import build_datasets
 from persd.pipeline.config import PoolConfig
 from persd.pipeline.store import RunDirError, RunStore
-from persd.records import Attempt, Example, Execution, Feedback, Outcome, TeacherCall
+from persd.records import Attempt, Example, Execution, TeacherCall
 from persd.tasks import load_benchmark
 from persd.tasks.decontaminate import decontaminate
+from records_for_tests import feedback
 
 
 def _attempt(task_id: str, code: str = "def f(x):\n    return x\n") -> Attempt:
@@ -116,22 +117,6 @@ def test_decontamination_removes_copies_of_benchmark_tasks():
     assert len(result.kept) + len(result.removed) == 51
 
 
-def _fb(passed: bool) -> Feedback:
-    if passed:
-        return Feedback(
-            status="passed",
-            test_set="all",
-            tests_total=1,
-            outcomes=(Outcome(index=0, passed=True),),
-        )
-    return Feedback(
-        status="failed",
-        test_set="seen",
-        tests_total=1,
-        outcomes=(Outcome(index=0, passed=False, call="f(1)", expected="2", actual="1"),),
-    )
-
-
 def _call(cid: str, task_id: str, code: str, attempt_id: str | None = None) -> TeacherCall:
     return TeacherCall(
         id=cid,
@@ -149,9 +134,9 @@ def test_builder_variants_and_lineage():
     a, b, c = tasks
     attempts = [_attempt(a.id), _attempt(b.id), _attempt(c.id)]
     executions = {
-        attempts[0].id: Execution(id=attempts[0].id, task_id=a.id, feedback=_fb(False)),
-        attempts[1].id: Execution(id=attempts[1].id, task_id=b.id, feedback=_fb(True)),
-        attempts[2].id: Execution(id=attempts[2].id, task_id=c.id, feedback=_fb(False)),
+        attempts[0].id: Execution(id=attempts[0].id, task_id=a.id, feedback=feedback(False)),
+        attempts[1].id: Execution(id=attempts[1].id, task_id=b.id, feedback=feedback(True)),
+        attempts[2].id: Execution(id=attempts[2].id, task_id=c.id, feedback=feedback(False)),
     }
     solutions = [_call(f"{t.id}#s0", t.id, f"def sol_{i}(): pass") for i, t in enumerate(tasks)]
     refinements = [
@@ -160,7 +145,7 @@ def test_builder_variants_and_lineage():
     ]
     verified = [s.id for s in solutions] + [refinements[0].id]
     verifications = {
-        i: Execution(id=i, task_id="", feedback=_fb(i in verified))
+        i: Execution(id=i, task_id="", feedback=feedback(i in verified))
         for i in [s.id for s in solutions] + [r.id for r in refinements]
     }
     built = build_datasets(

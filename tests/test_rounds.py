@@ -15,7 +15,8 @@ from persd.config import ConfigError, load_config
 from persd.pipeline import run as run_mod
 from persd.pipeline.run import Loop, model_name, trained_student
 from persd.pipeline.store import RunDirError
-from persd.records import Attempt, Example, Execution, Feedback, Outcome, TeacherCall
+from persd.records import Attempt, Example, Execution, TeacherCall
+from records_for_tests import feedback
 
 TASKS = 6
 
@@ -28,22 +29,6 @@ def _config(**rounds: object):
             "train": {"variants": ["persd_combined", "stand"]},
             "rounds": {"count": 3, **rounds},
         },
-    )
-
-
-def _feedback(passed: bool) -> Feedback:
-    if passed:
-        return Feedback(
-            status="passed",
-            test_set="seen",
-            tests_total=1,
-            outcomes=(Outcome(index=0, passed=True),),
-        )
-    return Feedback(
-        status="failed",
-        test_set="seen",
-        tests_total=1,
-        outcomes=(Outcome(index=0, passed=False, call="f(1)", expected="2", actual="1"),),
     )
 
 
@@ -62,7 +47,7 @@ def _attempt(loop: Loop, task_id: str, round_: int, passed: bool) -> None:
             )
         ]
     )
-    loop.executions.append([Execution(id=aid, task_id=task_id, feedback=_feedback(passed))])
+    loop.executions.append([Execution(id=aid, task_id=task_id, feedback=feedback(passed))])
 
 
 def _fake_trained(out: Path) -> None:

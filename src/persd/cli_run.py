@@ -46,7 +46,7 @@ class RichProgress:
         self._p.console.print(f"[dim]{message}[/]")
 
 
-def _bars() -> Progress:
+def progress_bars() -> Progress:
     return Progress(
         "[progress.description]{task.description:>8}",
         BarColumn(),
@@ -125,7 +125,7 @@ def run(
 
     Resumable: rerun the same command after an interruption and it continues.
     """
-    with _bars() as bars:
+    with progress_bars() as bars:
         loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run)
         if dry_run:
             bars.stop()
@@ -168,7 +168,7 @@ def _write_report(run_dir: Path) -> None:
 
 def _stage(name: str, doc: str) -> Callable[..., None]:
     def command(config: ConfigArg = None, run_dir: RunDirOpt = None, force: ForceOpt = False):
-        with _bars() as bars:
+        with progress_bars() as bars:
             loop = _loop(config, run_dir, force, RichProgress(bars))
             getattr(loop, name)()
         console.print(summary_table(loop.summary()))

@@ -15,9 +15,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from persd.cli_run import RichProgress
+from persd.cli_run import RichProgress, progress_bars
 from persd.errors import PersdError
 
 console = Console()
@@ -85,7 +84,7 @@ def train_command(
         "merge": merge or None,
     }
     cfg = load_train_config(config, overrides)
-    with _progress() as bars:
+    with progress_bars() as bars:
         result = train(cfg, data, model, out, progress=_Bars(bars))
     if not result.main_process:  # every rank ran train(); one reports
         return
@@ -98,16 +97,6 @@ def train_command(
     console.print(f"model: {result.model_dir}")
     if result.merged_dir:
         console.print(f"merged: {result.merged_dir}")
-
-
-def _progress() -> Progress:
-    return Progress(
-        "[progress.description]{task.description:>8}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
 
 
 def run_train() -> None:
