@@ -217,3 +217,17 @@ def test_rounds_config_errors_name_the_keys():
         load_config(None, {"rounds": {"count": 2, "variant": "inpd"}})
     with pytest.raises(ConfigError, match="rounds.training"):
         load_config(None, {"rounds": {"training": "sometimes"}})
+
+
+def test_a_copied_run_without_weights_trains_again(tmp_path: Path, recorder):
+    """Committed run directories keep train_summary.json but never the weights: such a model
+    is not 'trained', so the next machine trains it instead of evaluating a missing adapter."""
+    loop = Loop(_config(), tmp_path)
+    _rows(loop, 0)
+    out = loop.model_dir("persd_combined")
+    out.mkdir(parents=True)
+    (out / "train_summary.json").write_text("{}")  # as committed, no final/
+    assert loop.trained_models() == {}
+    assert loop.trained_model("persd_combined", 0) is None
+    assert "persd_combined" in loop.train(0)
+    assert recorder[0]["out"] == str(out)

@@ -384,7 +384,7 @@ class Loop:
         examples trains nothing and leaves the previous round's model in place)."""
         for r in range(round_, -1, -1):
             out = self.model_dir(variant, r)
-            if (out / "train_summary.json").exists():
+            if _finished(out):
                 return out / "final"
         return None
 
@@ -428,7 +428,7 @@ class Loop:
         for variant in variants:
             out = self.model_dir(variant, round_)
             name = model_name(variant, round_)
-            if (out / "train_summary.json").exists():
+            if _finished(out):
                 trained[name] = out / "final"
                 continue
             if not _has_rows(self.data_dir(round_) / f"{variant}.jsonl"):
@@ -474,11 +474,11 @@ class Loop:
         """Every model a previous invocation finished training, by evaluation name."""
         found: dict[str, Path] = {}
         for variant in self.config.train.variants:
-            if (self.model_dir(variant) / "train_summary.json").exists():
+            if _finished(self.model_dir(variant)):
                 found[variant] = self.model_dir(variant) / "final"
         variant = self.config.round_variant if self.config.train.variants else None
         for r in range(1, self.config.rounds.count):
-            if variant and (self.model_dir(variant, r) / "train_summary.json").exists():
+            if variant and _finished(self.model_dir(variant, r)):
                 found[model_name(variant, r)] = self.model_dir(variant, r) / "final"
         return found
 
@@ -591,12 +591,17 @@ class Loop:
                 for r in range(self.config.rounds.count)
             },
             trained={
-                r: (self.model_dir(variant, r) / "train_summary.json").exists()
-                for r in range(self.config.rounds.count)
+                r: _finished(self.model_dir(variant, r)) for r in range(self.config.rounds.count)
             },
             training=self.config.rounds.training,
             tasks_mode=self.config.rounds.tasks,
         )
+
+
+def _finished(out: Path) -> bool:
+    """A training run that completed AND whose model is here: a run directory copied from
+    another machine keeps ``train_summary.json`` but never the weights, so it trains again."""
+    return (out / "train_summary.json").exists() and (out / "final").is_dir()
 
 
 def _has_rows(path: Path) -> bool:
