@@ -14,7 +14,7 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -195,17 +195,16 @@ class Loop:
         """Tests for reference-only pool tasks: teacher inputs, reference outputs (synth.py)."""
         cfg = self.config.synth
         pending = [t for t in self.raw_pool.tasks if needs_tests(t)]
-        if not cfg.enabled or not pending:
-            return
-        requests = [r for r in synth_requests(pending, cfg) if r.id not in self.synth_calls.ids()]
-        if requests:
-            asyncio.run(self._synth_calls(requests))
-        calls = self.synth_calls.read()
         todo = [t for t in pending if t.id not in self.synth_tests.ids()]
-        if todo:
-            with self.timer.stage("synthesize"), Sandbox(self.config.sandbox) as sandbox:
-                advance = self.progress.start("synthesize: probe", len(todo))
-                probe_all(todo, calls, self.synth_tests, sandbox, cfg, on_done=advance)
+        if not cfg.enabled or not todo:
+            return  # nothing to ask or probe: every later call of a run lands here
+        requests = [r for r in synth_requests(todo, cfg) if r.id not in self.synth_calls.ids()]
+        if requests:
+            asyncio.run(self._with_teacher(lambda lazy: self._ask_synth(lazy, requests)))
+        with self.timer.stage("synthesize"), Sandbox(self.config.sandbox) as sandbox:
+            advance = self.progress.start("synthesize: probe", len(todo))
+            calls = self.synth_calls.read()
+            probe_all(todo, calls, self.synth_tests, sandbox, cfg, on_done=advance)
         self._pool = self._tasks = None  # the tasks now carry their tests
         made = [r for r in self.synth_tests.read() if r.task_id in {t.id for t in pending}]
         kept = sum(len(r.tests) for r in made)
@@ -216,11 +215,8 @@ class Loop:
             f"(fewer than {cfg.min_tests} tests survived)"
         )
 
-    async def _synth_calls(self, requests: list) -> None:
-        from persd.llm.teacher import open_teacher
-
+    async def _ask_synth(self, lazy: _lazy_teacher, requests: list) -> None:
         cfg = self.config.synth
-        lazy = _lazy_teacher(open_teacher, self.config, self.store.root)
         # The teacher's sampling for test inputs is the synth section's, not teach's.
         params = self.config.teach.model_copy(
             update={
@@ -229,22 +225,19 @@ class Loop:
                 "seed": cfg.seed,
             }
         )
-        try:
-            async with lazy as get_teacher:
-                with self.timer.stage("synthesize"):
-                    advance = self.progress.start("synthesize: ask", len(requests))
-                    await ask_teacher(
-                        requests,
-                        await get_teacher(),
-                        params,
-                        self.synth_calls,
-                        extract=lambda text, task: "\n".join(
-                            parse_calls(text, task.entry_point, cfg.inputs)
-                        ),
-                        on_done=advance,
-                    )
-        finally:
-            self.teacher_calls_new += lazy.http_requests
+        async with lazy as get_teacher:
+            with self.timer.stage("synthesize"):
+                advance = self.progress.start("synthesize: ask", len(requests))
+                await ask_teacher(
+                    requests,
+                    await get_teacher(),
+                    params,
+                    self.synth_calls,
+                    extract=lambda text, task: "\n".join(
+                        parse_calls(text, task.entry_point, cfg.inputs)
+                    ),
+                    on_done=advance,
+                )
 
     def attempt(self, round_: int = 0) -> None:
         self.synthesize()
@@ -301,19 +294,19 @@ class Loop:
         if not need_solve and not failed:
             self._verify_solutions()
             return
-        asyncio.run(self._teach(solve, failed))
+        asyncio.run(self._with_teacher(lambda lazy: self._teach_with(lazy, solve, failed)))
 
-    async def _teach(self, solve: list, failed: list) -> None:
+    async def _with_teacher(self, work: Callable[[_lazy_teacher], Awaitable[None]]) -> None:
+        """Run ``work`` with a teacher opened on first use; count the HTTP calls it made."""
         from persd.llm.teacher import open_teacher
 
         lazy = _lazy_teacher(open_teacher, self.config, self.store.root)
         try:
-            await self._teach_with(lazy, solve, failed)
+            await work(lazy)
         finally:
             self.teacher_calls_new += lazy.http_requests
 
     async def _teach_with(self, lazy: _lazy_teacher, solve: list, failed: list) -> None:
-
         cfg = self.config.teach
         # Refinement requests depend on verified solutions (the paper template's reference),
         # so solutions are checked first; if nothing is left to ask, no server is started.

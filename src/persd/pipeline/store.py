@@ -65,14 +65,18 @@ class StageFile:
             self._ids = {r.id for r in self.read()}  # type: ignore[attr-defined]
         return self._ids
 
-    def read(self) -> list:
-        self._repair_tail()
+    def read(self, *, repair: bool = True) -> list:
+        """The records on disk. ``repair=False`` is for readers of a file another process may be
+        writing (reports): the file is left alone and a last line without its newline yet is
+        skipped instead of cut."""
+        if repair:
+            self._repair_tail()
         if not self.path.exists():
             return []
         out = []
         with self.path.open(encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
-                if not line.strip():
+                if not line.strip() or not line.endswith("\n"):
                     continue
                 try:
                     out.append(self.record.model_validate_json(line))

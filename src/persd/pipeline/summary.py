@@ -72,6 +72,11 @@ def failure_kind(execution: Execution) -> str:
     return fb.status
 
 
+def verified(calls: Sequence[TeacherCall], verifications: Mapping[str, Execution]) -> int:
+    """How many of ``calls`` passed every test of their task."""
+    return sum(1 for c in calls if c.id in verifications and verifications[c.id].feedback.passed)
+
+
 def summarise(
     *,
     tasks: int,
@@ -88,11 +93,6 @@ def summarise(
     ran = [executions[a.id] for a in attempts if a.id in executions]
     failures = Counter(failure_kind(e) for e in ran if not e.feedback.passed)
 
-    def verified(calls: Sequence[TeacherCall]) -> int:
-        return sum(
-            1 for c in calls if c.id in verifications and verifications[c.id].feedback.passed
-        )
-
     calls = [*solutions, *refinements]
     return RunSummary(
         tasks=tasks,
@@ -101,9 +101,9 @@ def summarise(
         attempts_passed=sum(e.feedback.passed for e in ran),
         failures=dict(failures.most_common()),
         solutions=len(solutions),
-        solutions_verified=verified(solutions),
+        solutions_verified=verified(solutions, verifications),
         refinements=len(refinements),
-        refinements_verified=verified(refinements),
+        refinements_verified=verified(refinements, verifications),
         examples={name: len(rows) for name, rows in datasets.items()},
         teacher_calls_new=teacher_calls_new,
         # Paid tokens: a cached reply was paid for once, by the invocation that fetched it.
@@ -140,7 +140,7 @@ def round_rows(
                 attempts=len(ran),
                 attempts_passed=sum(e.feedback.passed for e in ran),
                 refinements=len(fixes),
-                refinements_verified=sum(_passed(verifications, c.id) for c in fixes),
+                refinements_verified=verified(fixes, verifications),
                 examples=examples.get(r, 0),
                 trained=trained.get(r, False),
                 training=training,
@@ -148,7 +148,3 @@ def round_rows(
             )
         )
     return rows
-
-
-def _passed(runs: Mapping[str, Execution], rid: str) -> bool:
-    return rid in runs and runs[rid].feedback.passed

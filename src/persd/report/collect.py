@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from persd.errors import DataError
 from persd.evaluate.multistep import EvalReport
 from persd.pipeline.store import RunStore, StageFile
 from persd.pipeline.summary import RoundSummary, failure_kind, summarise
@@ -118,27 +117,8 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
 
 
 def _snapshot(stage: StageFile) -> list:
-    """The records of a stage file as it is now, without repairing it.
-
-    ``StageFile.read`` drops a torn last line, which is right in the process that writes the
-    file and wrong here: a report of a run still going would cut the line its stage is
-    writing. A line without its newline yet is left out instead.
-    """
-    try:
-        data = stage.path.read_bytes()
-    except FileNotFoundError:
-        return []
-    out = []
-    for n, line in enumerate(data[: data.rfind(b"\n") + 1].decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(stage.record.model_validate_json(line))
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or None
-            raise DataError(stage.path, n, field, err["msg"].lower()) from None
-    return out
+    # A report may read a run that is still going: never cut the line a stage is writing.
+    return stage.read(repair=False)
 
 
 def _mapping(text: str) -> dict[str, Any]:
