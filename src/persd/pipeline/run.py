@@ -459,6 +459,7 @@ class Loop:
                     json.dumps([str(d) for d in data]),
                     base,
                     str(out),
+                    on_note=lambda m, name=name: self.progress.note(f"train {name}: {m}"),
                 )
             trained[name] = Path(model_dir)
         return trained
@@ -504,6 +505,7 @@ class Loop:
                         bench,
                         str(out),
                         on_tick=self.progress.start(f"eval {name} {bench}", total),
+                        on_note=self.progress.note,
                     )
         return results
 
