@@ -61,8 +61,16 @@ def eval_command(
     try:
         with Sandbox(SandboxConfig()) as sandbox, console.status("evaluating") as status:
 
+            shown: dict[str, int] = {}
+
             def progress(stage: str, done: int, total: int) -> None:
                 status.update(f"{stage}: {done}/{total}")
+                # Not a terminal (a background run writing to a log): the spinner draws
+                # nothing, so print a line every tenth of a stage instead.
+                tenth = 10 * done // max(total, 1)
+                if not err_console.is_terminal and shown.get(stage, -1) < tenth:
+                    shown[stage] = tenth
+                    err_console.print(f"{stage}: {done}/{total}")
 
             report = evaluate_student(
                 student,
