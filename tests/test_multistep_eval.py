@@ -52,3 +52,9 @@ def test_refine_and_resample_spend_equal_calls(smollm2_gguf: Path, tmp_path: Pat
     assert histories.count([0, 1]) == failing_seen  # refined samples keep both programs' raw
     assert histories.count([0]) == 6 - failing_seen
     assert json.loads((tmp_path / "report.json").read_text())["refine_steps"] == 1
+    # Step 0's verdicts are kept beside the arms' final ones, one row per sample.
+    base_rows = [
+        json.loads(line) for line in (tmp_path / "samples_base.jsonl").read_text().splitlines()
+    ]
+    assert [h["step"] for r in base_rows for h in r["history"]] == [0] * 6
+    assert sum(r["passed"] for r in base_rows) == round(6 * base.pass_at[1])

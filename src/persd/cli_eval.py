@@ -60,7 +60,6 @@ def eval_command(
     student = load_student(cfg)
     try:
         with Sandbox(SandboxConfig()) as sandbox, console.status("evaluating") as status:
-
             shown: dict[str, int] = {}
 
             def progress(stage: str, done: int, total: int) -> None:

@@ -183,7 +183,9 @@ def evaluate_student(
             if on_progress:
                 on_progress(f"{arm} {step}", step, refine_steps)
     if out_dir is not None:
-        _write(out_dir, report, arms if refine_steps else {"base": samples})
+        # Step 0's samples too: per-task verdicts before any refinement, for paired
+        # comparisons of two models (the arms' files hold the last step's verdicts).
+        _write(out_dir, report, {"base": samples, **arms} if refine_steps else {"base": samples})
     return report
 
 
