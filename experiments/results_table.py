@@ -1,0 +1,141 @@
+"""The results tables of docs/RESULTS.md, read from a run directory's evaluation reports.
+
+Numbers in the write-up come from here, never typed by hand. For every evaluated row it reads
+``eval/<row>/<benchmark>/report.json`` (pass@1 at step 0, and on HumanEval after the refinement
+steps and the equal-budget resampling arm), the training-set size from ``data/<variant>.jsonl``
+and the training wall time from the model's ``train_summary.json`` when it is there.
+
+Paired comparisons (``--pair A B``) use the per-task verdicts of step 0
+(``samples_base.jsonl``): both rows answered the same tasks with greedy decoding, so the exact
+McNemar test on the tasks where exactly one of them passed says whether a difference is more
+than noise. With a 500-task benchmark and pass rates near 5%, differences of one or two points
+are usually within it; the script prints the p-value instead of leaving that to the reader.
+
+Rows named ``<variant>-s<seed>`` are the same variant trained with another seed (their models
+live outside the run dir; only their evaluations are kept).
+
+Usage: python experiments/results_table.py RUN_DIR [--pair A B]... [--models-extra DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+BENCHES = ("mbpp-test", "humaneval")
+_SEED = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
+
+
+def _report(run: Path, row: str, bench: str) -> dict | None:
+    path = run / "eval" / row / bench / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pass1(report: dict | None, arm: str = "base", step: int | None = None) -> float | None:
+    if report is None:
+        return None
+    steps = [s for s in report["steps"] if s["arm"] == arm]
+    if step is not None:
+        steps = [s for s in steps if s["step"] == step]
+    return steps[-1]["pass_at"]["1"] if steps else None
+
+
+def _verdicts(run: Path, row: str, bench: str) -> dict[str, bool] | None:
+    path = run / "eval" / row / bench / "samples_base.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["task_id"]: bool(r["passed"]) for r in rows if r["index"] == 0}
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test of the discordant pairs at 1/2."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _rows(run: Path, variant: str) -> int | None:
+    path = run / "data" / f"{variant}.jsonl"
+    if not path.exists():
+        return None
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+def _fmt(x: float | None) -> str:
+    return "pending" if x is None else f"{100 * x:.1f}%"
+
+
+def results_table(run: Path, rows: list[str]) -> str:
+    head = (
+        "| row | training rows | MBPP test pass@1 (500, greedy) | HumanEval pass@1 "
+        "(164, greedy) | + 2 refinement steps | equal-budget resampling (T=0.2) |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
+    lines = [head]
+    for row in rows:
+        m = _SEED.match(row)
+        variant = m["variant"] if m else row
+        n = 0 if row == "base" else _rows(run, variant)
+        mbpp = _report(run, row, "mbpp-test")
+        he = _report(run, row, "humaneval")
+        refine_steps = he["refine_steps"] if he else 0
+        lines.append(
+            f"| {row} | {n if n is not None else '?'} | {_fmt(_pass1(mbpp, step=0))} "
+            f"| {_fmt(_pass1(he, step=0))} "
+            f"| {_fmt(_pass1(he, 'refine', refine_steps) if refine_steps else None)} "
+            f"| {_fmt(_pass1(he, 'resample', refine_steps) if refine_steps else None)} |"
+        )
+    return "\n".join(lines)
+
+
+def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
+    lines = [
+        "| A | B | benchmark | A pass@1 | B pass@1 | only A passed | only B passed "
+        "| exact McNemar p |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for a, b in pairs:
+        for bench in BENCHES:
+            va, vb = _verdicts(run, a, bench), _verdicts(run, b, bench)
+            if va is None or vb is None:
+                lines.append(f"| {a} | {b} | {bench} | | | | | pending |")
+                continue
+            common = sorted(set(va) & set(vb))
+            only_a = sum(va[t] and not vb[t] for t in common)
+            only_b = sum(vb[t] and not va[t] for t in common)
+            pa = sum(va[t] for t in common) / len(common)
+            pb = sum(vb[t] for t in common) / len(common)
+            lines.append(
+                f"| {a} | {b} | {bench} ({len(common)}) | {100 * pa:.1f}% | {100 * pb:.1f}% "
+                f"| {only_a} | {only_b} | {mcnemar_p(only_a, only_b):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path, help="run directory")
+    ap.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        help="evaluation names in table order (default: every directory under eval/)",
+    )
+    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
+    args = ap.parse_args()
+    rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
+    print(results_table(args.run, rows))
+    if args.pair:
+        print()
+        print(pair_table(args.run, [tuple(p) for p in args.pair]))
+
+
+if __name__ == "__main__":
+    main()
