@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import shutil
 import signal
@@ -77,6 +78,26 @@ class Job:
         )
 
 
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\w+)|import[ \t]+([\w., \t]+))", re.M)
+
+
+def imports_named(source: str, among: frozenset[str]) -> list[str]:
+    """The modules in ``among`` that an import statement of ``source`` names (top level).
+
+    A plain scan of the text, never run: a name it misses (an import after a ``;``, or
+    ``__import__``) is imported by the sample itself, a name it finds in a string or comment
+    only makes the worker load a module of the config's list.
+    """
+    if "import" not in source:
+        return []
+    found = []
+    for m in _IMPORT.finditer(source):
+        parts = [m[1]] if m[1] else [n.split()[0] for n in m[2].split(",") if n.strip()]
+        names = [n.split(".")[0] for n in parts]
+        found += [n for n in names if n in among and n not in found]
+    return found
+
+
 def _read_paths(extra: Iterable[str]) -> list[str]:
     """What a sample may read: the standard library (not site-packages) and system libs."""
     paths: list[str] = []
@@ -104,6 +125,7 @@ class _Zygote:
             "scratch_mb": config.scratch_mb,
             "read_paths": _read_paths(config.import_paths),
             "preimport": list(config.preimport),
+            "import_on_demand": list(config.import_on_demand),
         }
         boot = _BOOT.format(dir=_CHILD_DIR)
         if config.import_paths:
@@ -169,6 +191,7 @@ class _Worker:
         self._timeout: float | None = None
         self.features: dict[str, Any] = {}
         self.warnings: list[str] = []
+        self._on_demand = frozenset(config.import_on_demand)
 
     def wait_ready(self) -> _Worker:
         """Wait for the worker's hello (workers start in parallel, then are waited for)."""
@@ -206,6 +229,11 @@ class _Worker:
             "processes": c.max_processes,
             "output_bytes": c.output_limit_kb << 10,
         }
+        if self._on_demand:
+            names = imports_named(job.program, self._on_demand)
+            names += imports_named(job.setup_code, self._on_demand) if job.setup_code else []
+            if names:
+                limits["imports"] = names  # the worker loads them before it forks the sample
         ours, theirs = socket.socketpair()
         first: dict[str, Any] | None = None
         state = RunState()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ class Worker:
         self.nproc_checked = 0.0
         self.scratch_base = cfg["scratch_base"]
         self.read_paths = list(cfg["read_paths"])
+        self.on_demand = frozenset(cfg.get("import_on_demand", ()))
 
     # ---- start-up ---------------------------------------------------------------------------
 
@@ -151,7 +153,26 @@ class Worker:
 
     # ---- one sample ---------------------------------------------------------------------------
 
+    def _load(self, names: list[str]) -> None:
+        """Import the config's on-demand modules a program names, once: later forks have them.
+
+        Only names from the trusted config's list, chosen by the trusted parent; the worker
+        runs no untrusted code. Its address space grew, so the memory limit's base moves.
+        """
+        loaded = False
+        for name in names:
+            if name in self.on_demand and name not in sys.modules:
+                try:
+                    __import__(name)
+                except Exception:  # noqa: BLE001 - the sample will fail to import it itself
+                    pass
+                loaded = True
+        if loaded:
+            self.vm_base = confine.vm_bytes()
+
     def run(self, job: dict[str, Any], sock_fd: int) -> dict[str, Any]:
+        if "imports" in job:
+            self._load(job["imports"])
         scratch = self.scratch
         os.mkdir(scratch, 0o700)
         if self.sample_uid is not None:
