@@ -121,6 +121,23 @@ def test_parse_frame_accepts_only_json_objects(payload):
         codec.parse_frame(payload)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"a":[1,2.5,"\\u00e9"]}', b' {"a": 1} ', b"\xef\xbb\xbf{}", '{"\u00e9":1}'.encode(),
+     b'{"a":NaN}', b'{"a":1}x', b"\xff{}", b'{"a":1}{}'],
+)  # fmt: skip
+def test_parse_frame_reads_what_json_loads_reads(payload):
+    import json
+
+    try:
+        expected = json.loads(payload)
+    except ValueError:
+        with pytest.raises(ValueError):
+            codec.parse_frame(payload)
+        return
+    assert repr(codec.parse_frame(payload)) == repr(expected)
+
+
 # ---- comparison -----------------------------------------------------------------------------
 
 
@@ -442,3 +459,60 @@ def test_a_killed_worker_is_replaced_and_close_leaves_no_process():
         assert _children(zygote) == replaced
     assert not os.path.exists(f"/proc/{zygote}")  # reaped: the zygote waited for its workers
     assert all(not os.path.exists(f"/proc/{pid}") for pid in replaced)
+
+
+def test_a_failing_check_shows_the_call_and_value_as_they_crossed(sandbox):
+    """The call and value are rendered only on failure, from what crossed, not what the
+    check did to its arguments afterwards."""
+    check = Test(kind="check", source=(
+        "def check(candidate):\n"
+        "    assert candidate([1, 2], 3) == [1, 2, 3]\n"
+        "    xs = [3, 4]\n"
+        "    r = candidate(xs, b=(5,))\n"
+        "    xs.append(9)\n"
+        "    r.append(0)\n"
+        "    assert r == 'no'\n"
+    ))  # fmt: skip
+    program = "def add(a, b):\n    return a + list(b) if isinstance(b, tuple) else a + [b]\n"
+    fb = sandbox.run(Job(program=program, tests=(check,), entry_point="add"))
+    failure = fb.first_failure
+    assert (fb.status, failure.call, failure.actual) == (
+        "failed",
+        "add([3, 4], b=(5,))",
+        "[3, 4, 5]",
+    )
+    assert failure.source == "assert r == 'no'"
+
+
+def test_a_check_passing_non_data_names_the_call(sandbox):
+    check = Test(kind="check", source="def check(candidate):\n    candidate(1, object())\n")
+    fb = sandbox.run(Job(program=BATCH[0], tests=(check,), entry_point="add"))
+    failure = fb.first_failure
+    assert (fb.status, failure.exception) == ("error", "TypeError")
+    assert failure.call.startswith("add(1, <object object at ") and failure.actual is None
+
+
+def test_modules_on_demand_are_loaded_by_the_worker_before_the_fork(sandbox):
+    """A program naming an on-demand module finds it loaded; one that doesn't, doesn't."""
+    probe = "import sys\nLOADED = 'fractions' in sys.modules\n"
+    tests = (Test(kind="call", source="", call="LOADED", expected="True"),)
+    with Sandbox(SandboxConfig(workers=1, **LIMITS)) as sb:
+        before = sb.run(Job(program=probe, tests=tests, entry_point="f"))
+        named = sb.run(Job(program=probe + "import fractions\n", tests=tests, entry_point="f"))
+        after = sb.run(Job(program=probe, tests=tests, entry_point="f"))  # the worker kept it
+    assert [f.status for f in (before, named, after)] == ["failed", "passed", "passed"]
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("import heapq, re as r\nfrom fractions import Fraction\n", ["heapq", "fractions"]),
+        ("def f():\n    import random.x\n    from . import y\n", ["random"]),
+        ("x = 'import heapq'  # import fractions\n", []),
+        ("import os", []),
+    ],
+)
+def test_imports_named_scans_import_statements(source, names):
+    from persd.sandbox.pool import imports_named
+
+    assert imports_named(source, frozenset({"heapq", "fractions", "random"})) == names

@@ -164,23 +164,45 @@ def _check_function(test_context: str, source: str) -> tuple[dict[str, Any], Any
 
 
 class _Candidate:
-    """What ``check(candidate)`` calls: each call crosses to the sample as plain data."""
+    """What ``check(candidate)`` calls: each call crosses to the sample as plain data.
+
+    ``last_call`` and ``last_actual`` (shown only when a test fails) are rendered when read,
+    from the encoded arguments and the reply as they crossed: both are fresh trees nobody
+    mutates, so the text is what it was at the call, without a repr on every passing call.
+    """
 
     def __init__(self, ch: Channel, entry_point: str) -> None:
         self.ch, self.entry_point = ch, entry_point
-        self.last_call: str | None = None
-        self.last_actual: str | None = None
+        self._payload: dict[str, Any] | None = None
+        self._reply: dict[str, Any] | None = None
+        self._shown: str | None = None  # a call whose arguments could not be encoded
+
+    def _show(self, args: Any, kwargs: dict[str, Any]) -> str:
+        shown = ", ".join([short(a) for a in args] + [f"{k}={short(v)}" for k, v in kwargs.items()])
+        return f"{self.entry_point}({shown})"
+
+    @property
+    def last_call(self) -> str | None:
+        if self._payload is None:
+            return self._shown
+        p = self._payload
+        return self._show(codec.decode(p["args"]), codec.decode(p["kwargs"]))
+
+    @property
+    def last_actual(self) -> str | None:
+        return None if self._reply is None else short(_value(self._reply))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        shown = ", ".join([short(a) for a in args] + [f"{k}={short(v)}" for k, v in kwargs.items()])
-        self.last_call, self.last_actual = f"{self.entry_point}({shown})", None
         try:
             payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
         except codec.Unencodable as e:
+            self._payload = self._reply = None
+            self._shown = self._show(args, kwargs)
             raise TypeError(f"test passes a non-data argument ({e}) to the program") from None
+        self._payload, self._reply = payload, None
         reply = self.ch.request({"op": "apply", "fn": self.entry_point, **payload})
         value = _value(reply)
-        self.last_actual = short(value)
+        self._reply = reply
         return value
 
 

@@ -9,6 +9,8 @@ pickle and marshal are never used here: loading them from an untrusted peer runs
 from __future__ import annotations
 
 import json
+import json.encoder
+import json.scanner
 import math
 import struct
 from collections.abc import Callable
@@ -111,8 +113,23 @@ def _pair(body: Any) -> list:
     return body
 
 
-# One encoder for every frame: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# One C encoder and one C scanner for every frame: json.dumps / JSONEncoder.encode build a
+# new encoder per call, json.loads detects the encoding and strips whitespace in Python.
+# No circular check (markers=None): every message is a fresh tree from encode() or literals.
+_c_encode = json.encoder.c_make_encoder
+_c_scan = json.scanner.c_make_scanner
+if _c_encode is not None and _c_scan is not None:
+    _iterencode = _c_encode(
+        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    _scan = _c_scan(json.JSONDecoder())
+
+    def _encode(message: dict) -> str:
+        return "".join(_iterencode(message, 0))
+
+else:  # an interpreter without the _json accelerator
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    _scan = None
 
 
 def dumps(message: dict) -> bytes:
@@ -123,10 +140,20 @@ def dumps(message: dict) -> bytes:
 
 def parse_frame(payload: bytes) -> dict:
     """The message inside a frame's payload; ValueError if it is not a JSON object."""
-    try:
-        message = json.loads(payload)
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"not JSON: {e}") from None
+    message = None
+    if _scan is not None:
+        try:  # the usual frame: one JSON object, nothing around it
+            text = payload.decode()
+            message, end = _scan(text, 0)
+            if end != len(text) or type(message) is not dict:
+                message = None  # anything else takes json.loads' path below
+        except (ValueError, RecursionError, StopIteration):
+            message = None
+    if message is None:
+        try:
+            message = json.loads(payload)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"not JSON: {e}") from None
     if type(message) is not dict:
         raise ValueError("frame is not an object")
     return message

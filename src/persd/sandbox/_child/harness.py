@@ -120,7 +120,8 @@ def serve(sock: socket.socket) -> None:
 
 def main(fd: int) -> None:
     """Entry point in the sample process; exits without running interpreter teardown."""
-    sock = socket.socket(fileno=fd)
+    # The parent's socketpair(): saying what it is spares three queries (getsockname, ...).
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fd)
     code = 0
     try:
         serve(sock)
