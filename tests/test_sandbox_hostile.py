@@ -841,6 +841,26 @@ def test_hostile_program(host: Host, c: Case):
     assert_host_unaffected(host, workers)
 
 
+def test_every_sample_runs_with_every_layer_set(host: Host):
+    """What the sample sees of its own confinement, whichever process set each layer."""
+    sb = host.sandbox
+    check = textwrap.dedent("""
+        import ctypes, resource
+        def probe():  # (/proc is not readable: Landlock)
+            prctl = ctypes.CDLL(None).prctl
+            fixed = [resource.getrlimit(r) for r in (resource.RLIMIT_CORE,
+                     resource.RLIMIT_MEMLOCK, resource.RLIMIT_MSGQUEUE)]
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+            return fixed, nofile, prctl(39, 0, 0, 0, 0), prctl(21, 0, 0, 0, 0)  # NNP, SECCOMP
+        """)
+    nofile = 4 + sb.config.max_open_files
+    seccomp = 2 if sb.features["seccomp"] else 0
+    expected = repr(([(0, 0)] * 3, (nofile, nofile), 1, seccomp))
+    for _ in range(sb.config.workers):
+        fb = sb.run(Job(program=check, tests=probe(expected), entry_point="probe"))
+        assert fb.status == "passed", fb
+
+
 def test_state_does_not_leak_between_samples(host: Host):
     """A sample that patches modules, builtins or files leaves nothing for the next one."""
     sb = host.sandbox

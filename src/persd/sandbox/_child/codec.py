@@ -40,20 +40,33 @@ def encode(value: Any, _depth: int = 0) -> Any:
     if t is float:
         return value if math.isfinite(value) else {"F": repr(value)}
     if t is list:
-        return [encode(v, d) for v in value]
+        return _encode_all(value, d)
     if t is tuple:
-        return {"t": [encode(v, d) for v in value]}
+        return {"t": _encode_all(value, d)}
     if t is dict:
         return {"d": [[encode(k, d), encode(v, d)] for k, v in value.items()]}
     if t is set:
-        return {"s": [encode(v, d) for v in value]}
+        return {"s": _encode_all(value, d)}
     if t is frozenset:
-        return {"S": [encode(v, d) for v in value]}
+        return {"S": _encode_all(value, d)}
     if t is bytes:
         return {"b": value.hex()}
     if t is complex:
         return {"c": [encode(value.real, d), encode(value.imag, d)]}
     return encode(_plain(value), d)
+
+
+def _encode_all(values: Any, d: int) -> list:
+    """``[encode(v, d) for v in values]``, with the common leaves (str, small int, bool, None)
+    taken as they are instead of a call each."""
+    if d > MAX_DEPTH:
+        return [encode(v, d) for v in values]
+    return [
+        v
+        if (t := type(v)) is str or (t is int and -_BIG < v < _BIG) or t is bool or v is None
+        else encode(v, d)
+        for v in values
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -69,15 +82,20 @@ def _plain(value: Any) -> Any:
     raise Unencodable(type(value).__name__)
 
 
+_LEAVES = (bool, int, float, str)  # what decode() returns as it is
+
+
 def decode(tree: Any, _depth: int = 0) -> Any:
     """The value a tagged tree stands for; raises ValueError on anything malformed."""
     if _depth > MAX_DEPTH + 2:
         raise ValueError("nested too deep")
     d = _depth + 1
-    if tree is None or type(tree) in (bool, int, float, str):
+    if tree is None or type(tree) in _LEAVES:
         return tree
     if type(tree) is list:
-        return [decode(v, d) for v in tree]
+        if d > MAX_DEPTH + 2:
+            return [decode(v, d) for v in tree]
+        return [v if v is None or type(v) in _LEAVES else decode(v, d) for v in tree]
     if type(tree) is not dict or len(tree) != 1:
         raise ValueError("malformed value")
     ((tag, body),) = tree.items()
@@ -184,6 +202,17 @@ class FrameReader:
     def next(self) -> bytes:
         """The next frame's payload; EOFError at end of stream, FrameTooLarge past the cap."""
         buf = self._buf
+        if not buf:  # the usual case: one read holds exactly one whole frame
+            chunk = self._read(1 << 16)
+            if not chunk:
+                raise EOFError
+            if len(chunk) >= _HEADER.size:
+                size = _HEADER.unpack_from(chunk)[0]
+                if size > self._max:
+                    raise FrameTooLarge(f"frame of {size} bytes")
+                if len(chunk) == _HEADER.size + size:
+                    return chunk[_HEADER.size :]
+            buf += chunk
         while len(buf) < _HEADER.size:
             self._fill()
         size = _HEADER.unpack_from(buf)[0]

@@ -340,19 +340,23 @@ def count_processes(uid: int) -> int:
     return n
 
 
+def set_fixed_limits() -> None:
+    """The limits that are zero for every sample: set once on the worker, which needs none of
+    them (no core dumps, locked memory or message queues), and inherited by every fork."""
+    for res in (resource.RLIMIT_CORE, resource.RLIMIT_MEMLOCK, resource.RLIMIT_MSGQUEUE):
+        resource.setrlimit(res, (0, 0))
+
+
 def set_limits(
     *, address_space: int, cpu_s: int, file_bytes: int, open_files: int, processes: int
 ) -> None:
-    """Limits as absolute numbers the caller already made relative to current usage."""
-    for res, value in (
-        (resource.RLIMIT_AS, address_space),
-        (resource.RLIMIT_CPU, cpu_s),
-        (resource.RLIMIT_FSIZE, file_bytes),
-        (resource.RLIMIT_NOFILE, open_files),
-        (resource.RLIMIT_NPROC, processes),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_MEMLOCK, 0),
-        (resource.RLIMIT_MSGQUEUE, 0),
-    ):
-        hard = value + 1 if res == resource.RLIMIT_CPU else value  # SIGXCPU, then SIGKILL
-        resource.setrlimit(res, (value, hard))
+    """Limits as absolute numbers the caller already made relative to current usage.
+
+    The zero ones are the worker's own (``set_fixed_limits``), inherited through fork.
+    """
+    setrlimit = resource.setrlimit
+    setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))  # SIGXCPU, then SIGKILL
+    setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    setrlimit(resource.RLIMIT_NPROC, (processes, processes))

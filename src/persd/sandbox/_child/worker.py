@@ -108,11 +108,14 @@ class Worker:
         )
         self.devnull = os.open("/dev/null", os.O_RDONLY)
         self.vm_base = confine.vm_bytes()  # a fork starts with the same address space
+        confine.set_fixed_limits()  # every sample inherits them
+        self.no_new_privs = False  # set on the worker itself: inherited, can't be unset
         if shared_filter:
             # The worker filters itself: every sample inherits the big filter through fork
             # and stacks only a three-rule one (setsid, setpgid, pidfd_open, which the worker
             # still uses). Installed last: setup needed unshare and mount.
             confine.no_new_privs()
+            self.no_new_privs = True
             confine.Seccomp(confine.worker_filter()).install()
         return {"op": "hello", "features": self.features, "warnings": self.warnings}
 
@@ -237,7 +240,8 @@ class Worker:
             confine.drop_to_uid(self.sample_uid, keep_read=self.features["landlock_abi"] >= 1)
         else:
             confine.set_caps(())
-        confine.no_new_privs()
+        if not self.no_new_privs:
+            confine.no_new_privs()
         if self.features["landlock_abi"] >= 1:
             confine.landlock_restrict(RULESET_FD)
         if self.seccomp is not None:
