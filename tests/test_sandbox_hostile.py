@@ -556,6 +556,16 @@ CASES = [
         def probe():
             return os.environ.get("PERSD_TEST_SECRET") or repr(dict(os.environ))
         """, "failed", tests=SECRET_PROBE, entry_point="probe"),
+    case("env_is_only_the_sandboxs", """
+        import ctypes, os
+        def probe():  # the C environment too, not just os.environ's copy of it
+            env = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+            names, i = [], 0
+            while env[i] is not None:
+                names.append(env[i].split(b"=")[0].decode())
+                i += 1
+            return sorted(os.environ) == sorted(names) == ["HOME", "LANG", "PATH", "TMPDIR"]
+        """, "passed", tests=TRUE_PROBE, entry_point="probe", may_pass=True),
     case("env_secret_proc_self_environ", """
         def probe():
             return open("/proc/self/environ").read()

@@ -133,7 +133,10 @@ class _Zygote:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", boot, json.dumps(cfg)],
             pass_fds=[theirs.fileno()],
-            env={},
+            # Empty but for eager binding: every symbol is resolved once, here, instead of
+            # lazily (a symbol lookup and a write to a shared page) in each sample that first
+            # calls it. The worker clears the environment before any sample runs.
+            env={"LD_BIND_NOW": "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             cwd="/",
