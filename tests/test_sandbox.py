@@ -516,3 +516,70 @@ def test_imports_named_scans_import_statements(source, names):
     from persd.sandbox.pool import imports_named
 
     assert imports_named(source, frozenset({"heapq", "fractions", "random"})) == names
+
+
+# ---- calls sent ahead (runner.Speculation) ------------------------------------------------
+
+AHEAD_CHECK = Test(kind="check", source=(
+    "def check(candidate):\n"
+    "    for x in range(1, 6):\n"
+    "        assert candidate(x) == x * x, x\n"
+))  # fmt: skip
+AHEAD_RIGHT = "def sq(x):\n    return x * x\n"
+AHEAD_WRONG = [  # (program, whether the run with calls ahead must be repeated one by one)
+    # each fails at x = 1; what the calls after it do must not show
+    ("def sq(x):\n    if x > 1:\n        print('ran', x)\n    return 0\n", True),
+    ("def sq(x):\n    while x > 1:\n        pass\n    return 0\n", True),
+    (
+        "import os\ndef sq(x):\n    if x > 1:\n        os.kill(os.getpid(), 11)\n    return 0\n",
+        True,
+    ),
+    ("import sys\ndef sq(x):\n    if x > 1:\n        sys.exit(0)\n    return 0\n", False),
+    ("def sq(x):\n    return 0\n", False),
+    ("def sq(x):\n    if x == 1:\n        raise ValueError('one')\n    return x * x\n", False),
+    # a passing program that counts its calls: the state after each call is the same
+    ("n = []\ndef sq(x):\n    n.append(x)\n    assert len(n) == x\n    return x * x\n", False),
+]
+
+
+def _ahead_pair(program: str, check: Test = AHEAD_CHECK) -> tuple[Feedback, Feedback]:
+    job = Job(program=program, tests=(check,), entry_point="sq")
+    limits = {**LIMITS, "cpu_limit_s": 0.3}
+    with Sandbox(SandboxConfig(workers=1, **limits)) as ahead:
+        ahead.run(Job(program=AHEAD_RIGHT, tests=(check,), entry_point="sq"))  # the prediction
+        with_ahead = ahead.run(job)
+    with Sandbox(SandboxConfig(workers=1, send_calls_ahead=False, **limits)) as one_by_one:
+        return with_ahead, one_by_one.run(job)
+
+
+@pytest.mark.parametrize(("program", "repeated"), AHEAD_WRONG)
+def test_calls_sent_ahead_give_the_verdicts_of_one_call_at_a_time(program, repeated, monkeypatch):
+    from persd.sandbox import pool
+
+    runs, execute = [], pool._Worker.execute
+
+    def counted(self, job, *, ahead=None):
+        runs.append(ahead)
+        return execute(self, job, ahead=ahead)
+
+    monkeypatch.setattr(pool._Worker, "execute", counted)
+    with_ahead, one_by_one = _ahead_pair(program)
+    assert _comparable(with_ahead) == _comparable(one_by_one)
+    assert with_ahead.stdout_tail == ""
+    assert runs == [None, None] + [False] * repeated + [None]
+
+
+def test_calls_sent_ahead_are_used_only_while_the_check_makes_the_same_ones():
+    from persd.sandbox import runner
+
+    unseeded = Test(kind="check", source=(
+        "def check(candidate):\n"
+        "    import random\n"
+        "    for _ in range(3):\n"
+        "        x = random.randint(1, 10**9)\n"
+        "        assert candidate(x) == x * x\n"
+    ))  # fmt: skip
+    with_ahead, one_by_one = _ahead_pair(AHEAD_RIGHT, unseeded)
+    assert with_ahead.status == one_by_one.status == "passed"
+    assert runner._PREDICTED[("", unseeded.source, "sq")] is None  # never sent ahead again
+    assert runner._PREDICTED[("", AHEAD_CHECK.source, "sq")] is not None

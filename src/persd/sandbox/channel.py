@@ -31,8 +31,12 @@ class Channel:
         self._reader = codec.FrameReader(self._read, MAX_FRAME)
 
     def send(self, message: dict[str, Any]) -> None:
+        self.send_frame(codec.dumps(message))
+
+    def send_frame(self, frames: bytes) -> None:
+        """Send frames already made by ``codec.dumps``."""
         try:
-            self.sock.sendall(codec.dumps(message))
+            self.sock.sendall(frames)
         except OSError as e:  # EPIPE / ECONNRESET: the sample is gone
             raise ChannelClosed(str(e)) from None
 

@@ -49,6 +49,11 @@ class SandboxConfig(BaseModel):
         description="modules a worker loads (and keeps) before the first sample whose program "
         "imports them, so they import free without every sample paying for their memory",
     )
+    send_calls_ahead: bool = Field(
+        True,
+        description="a check function's calls are sent before it runs when an earlier run of "
+        "it made the same ones (one round trip instead of one per call; verdicts unchanged)",
+    )
     sample_uid: int = Field(
         2_000_000_000, ge=1, description="uid samples run as when persd runs as root"
     )

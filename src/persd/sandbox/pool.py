@@ -184,6 +184,20 @@ def _exited(pidfd: int, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
+def _quiet(report: dict[str, Any]) -> bool:
+    """Whether a sample ended with nothing but its replies to show: no limit, no signal, no
+    output, no process left behind, and the exit of a harness that stopped answering."""
+    return (
+        report.get("reason") is None
+        and "signal" not in report
+        and "infra" not in report
+        and not report.get("confine_failed")
+        and not report.get("output_bytes")
+        and not report.get("leftover")
+        and report.get("exit_code") in (0, 1)
+    )
+
+
 class _Worker:
     """One warm worker process (forked by the zygote) and its control socket."""
 
@@ -219,8 +233,19 @@ class _Worker:
     def alive(self) -> bool:
         return self._pidfd >= 0 and not _exited(self._pidfd, 0)
 
-    def execute(self, job: Job) -> Feedback:
+    def execute(self, job: Job, *, ahead: bool | None = None) -> Feedback:
+        """Run ``job`` in a fresh sample process of this worker.
+
+        ``ahead``: whether a check may send its calls ahead (runner.Speculation); the config's
+        by default. A run where that could have changed anything is repeated without it: one
+        where the check made another call than predicted, or stopped before using every call
+        sent ahead while the sample hit a limit, crashed or wrote any output (the calls it
+        ran beyond the check's last could be the cause). What is left is a run whose verdict
+        and feedback are those of asking each call in turn.
+        """
         c = self.config
+        if ahead is None:
+            ahead = c.send_calls_ahead
         wall = job.wall_limit_s or c.wall_limit_s
         cpu = min(job.cpu_limit_s or c.cpu_limit_s, wall)
         limits = {
@@ -255,9 +280,14 @@ class _Worker:
             first = reply
             if first.get("op") == "ready":
                 state = run_tests(
-                    ch, job.tests, test_context=job.test_context, entry_point=job.entry_point
+                    ch,
+                    job.tests,
+                    test_context=job.test_context,
+                    entry_point=job.entry_point,
+                    speculate=ahead,
                 )
-                ch.send({"op": "done"})
+                if not (state.unused_ahead or state.mispredicted):
+                    ch.send({"op": "done"})  # else hang up: the sample stops at its next reply
         except ChannelClosed:
             state.closed = True
         except ProtocolViolation as e:
@@ -267,6 +297,8 @@ class _Worker:
         report = self._recv(timeout=wall + 2 * _GRACE_S)
         if report is None:
             raise SandboxError("sandbox worker stopped answering")
+        if state.mispredicted or (state.unused_ahead and not _quiet(report)):
+            return self.execute(job, ahead=False)
         report["wall_limit_s"] = wall
         return build_feedback(
             first, state, report, n_tests=len(job.tests), test_set=job.test_set, cpu_limit_s=cpu

@@ -51,6 +51,44 @@ class RunState:
     exited: bool = False  # the program exited during a test
     closed: bool = False  # the channel closed before every test ran
     corrupt: str | None = None  # the sample broke the reply protocol (tampered harness)
+    # Candidate calls sent ahead (see Speculation), and whether the check made one that was
+    # not the next predicted (then the run says nothing and must be repeated without it).
+    ahead: Speculation | None = None
+    mispredicted: bool = False
+
+    @property
+    def unused_ahead(self) -> int:
+        """Calls sent ahead that the check never made (the sample may have run them)."""
+        return 0 if self.ahead is None else self.ahead.sent - self.ahead.used
+
+
+class Mispredicted(BaseException):
+    """The check made a call other than the one sent ahead: this run must be discarded.
+
+    A BaseException, so no ``except Exception`` in a check can swallow it."""
+
+
+# Candidate calls a check made in an earlier passing run, as request frames, by (context,
+# check source, entry point); None once a check was seen to make other calls (unseeded random
+# inputs, calls that depend on results). Only this process's own trusted runs fill it.
+_PREDICTED: dict[tuple[str, str, str], tuple[bytes, ...] | None] = {}
+AHEAD_BYTES = 32 << 10  # sent ahead at most: always fits the socket's buffer, so no deadlock
+
+
+@dataclass
+class Speculation:
+    """The calls of an earlier run of the same check, sent before the check runs here.
+
+    The sample answers them in order, without a round trip each; the check then runs as
+    always, and each call it makes takes the next answer if its request is byte for byte the
+    next one sent. A call that differs raises Mispredicted: the sample has already run calls
+    the check did not make, so the whole run is discarded and repeated without this.
+    """
+
+    frames: tuple[bytes, ...]
+    sent: int
+    used: int = 0
+    missed: bool = False
 
 
 def short(value: Any) -> str:
@@ -171,8 +209,12 @@ class _Candidate:
     mutates, so the text is what it was at the call, without a repr on every passing call.
     """
 
-    def __init__(self, ch: Channel, entry_point: str) -> None:
+    def __init__(
+        self, ch: Channel, entry_point: str, ahead: Speculation | None = None, record: bool = False
+    ) -> None:
         self.ch, self.entry_point = ch, entry_point
+        self.ahead = ahead
+        self.frames: list[bytes] | None = [] if record else None  # the requests, in order
         self._payload: dict[str, Any] | None = None
         self._reply: dict[str, Any] | None = None
         self._shown: str | None = None  # a call whose arguments could not be encoded
@@ -200,20 +242,64 @@ class _Candidate:
             self._shown = self._show(args, kwargs)
             raise TypeError(f"test passes a non-data argument ({e}) to the program") from None
         self._payload, self._reply = payload, None
-        reply = self.ch.request({"op": "apply", "fn": self.entry_point, **payload})
+        frame = codec.dumps({"op": "apply", "fn": self.entry_point, **payload})
+        if self.frames is not None:
+            self.frames.append(frame)
+        ahead = self.ahead
+        if ahead is not None and (ahead.missed or ahead.used < ahead.sent):
+            if ahead.missed or frame != ahead.frames[ahead.used]:
+                ahead.missed = True
+                raise Mispredicted
+            ahead.used += 1  # its answer is the next one on the channel
+        else:
+            self.ch.send_frame(frame)
+        reply = self.ch.recv()
         value = _value(reply)
         self._reply = reply
         return value
 
 
-def _check_test(ch: Channel, i: int, test: Test, test_context: str, entry_point: str) -> Outcome:
+def _check_test(
+    ch: Channel, i: int, test: Test, test_context: str, entry_point: str, state: RunState | None
+) -> Outcome:
+    """Run a check function here; with ``state``, its calls may be sent ahead (Speculation)."""
     base, check = _check_function(test_context, test.source)
     ns = dict(base)  # per sample: the check must see this sample's candidate, nobody else's
     check = types.FunctionType(check.__code__, ns, check.__name__, check.__defaults__)
-    candidate = _Candidate(ch, entry_point)
+    key = (test_context, test.source, entry_point)
+    predicted = _PREDICTED.get(key)
+    ahead = None
+    if state is not None and predicted:
+        ahead = state.ahead = Speculation(predicted, sent=len(predicted))
+        ch.send_frame(b"".join(predicted))
+    candidate = _Candidate(ch, entry_point, ahead, record=key not in _PREDICTED)
     # Inside the check the entry point's own name means the program's function (HumanEval/33
     # compares candidate(x) with sort_third(x)), not the prompt's docstring-only stub.
     ns[entry_point] = candidate
+    try:
+        outcome = _run_check(check, candidate, i)
+    except Mispredicted:
+        _PREDICTED[key] = None  # this check's calls vary: never sent ahead again
+        raise
+    if ahead is not None:
+        if ahead.missed:  # a check that caught Mispredicted itself
+            _PREDICTED[key] = None
+            raise Mispredicted
+        if outcome.passed and ahead.used < ahead.sent:
+            _PREDICTED[key] = None  # it passed with fewer calls: they vary
+    elif candidate.frames and outcome.passed and key not in _PREDICTED:
+        n, size = 0, 0  # the calls that fit in AHEAD_BYTES; later ones go one at a time
+        while n < len(candidate.frames) and size + len(candidate.frames[n]) <= AHEAD_BYTES:
+            size += len(candidate.frames[n])
+            n += 1
+        if n:
+            if len(_PREDICTED) >= 4096:
+                _PREDICTED.clear()
+            _PREDICTED[key] = tuple(candidate.frames[:n])
+    return outcome
+
+
+def _run_check(check: Any, candidate: _Candidate, i: int) -> Outcome:
     try:
         check(candidate)
     except SampleRaised as e:
@@ -240,11 +326,21 @@ def _failing_line() -> str | None:
 
 
 def run_tests(
-    ch: Channel, tests: tuple[Test, ...], *, test_context: str, entry_point: str
+    ch: Channel,
+    tests: tuple[Test, ...],
+    *,
+    test_context: str,
+    entry_point: str,
+    speculate: bool = False,
 ) -> RunState:
-    """Run every test in order; stop only when the sample is gone."""
+    """Run every test in order; stop only when the sample is gone.
+
+    With ``speculate``, a check that is the last test may send its calls ahead (Speculation);
+    the caller must then honour ``unused_ahead`` and ``mispredicted`` (see pool.py).
+    """
     state = RunState()
     context = trusted_context(test_context)
+    last = len(tests) - 1
     for i, test in enumerate(tests):
         try:
             if test.kind == "call":
@@ -252,7 +348,11 @@ def run_tests(
             elif test.kind == "assert":
                 outcome = _assert_test(ch, i, test, context)
             else:
-                outcome = _check_test(ch, i, test, test_context, entry_point)
+                ahead = state if speculate and i == last else None
+                outcome = _check_test(ch, i, test, test_context, entry_point, ahead)
+        except Mispredicted:
+            state.mispredicted = True
+            return state
         except SampleExited:
             state.exited = True
             return state
