@@ -19,6 +19,8 @@ per run, not per sample. The trees alternate (A, B, A, B, ...) and the table giv
 
     python benchmarks/cpu_per_sample.py --tree A=/tmp/sbx-base --tree B=. --reps 4
     python benchmarks/cpu_per_sample.py --tree now=. --reps 1 --copies 1   # a quick look
+    # one tree, two configs: NAME=PATH, then SandboxConfig fields as KEY=JSON
+    python benchmarks/cpu_per_sample.py --tree on=. --tree off=.,send_calls_ahead=false
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _snapshot(pids: list[int]) -> dict[str, float]:
     return snap
 
 
-def measure_here(copies: int, workers: int, preimport: str | None) -> dict[str, Any]:
+def measure_here(copies: int, workers: int, settings: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this interpreter (whichever persd ``sys.path`` finds first)."""
     import persd
     import persd.evaluate.score as score
@@ -96,11 +98,7 @@ def measure_here(copies: int, workers: int, preimport: str | None) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "samples.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        config = SandboxConfig(workers=workers)
-        if preimport is not None:
-            config = config.model_copy(
-                update={"preimport": tuple(filter(None, preimport.split(",")))}
-            )
+        config = SandboxConfig(workers=workers, **settings)
         report = score.score_samples(path, "humaneval", config=config, ks=(1,))
     a, b = marks["start"], marks["end"]
     n = len(rows)
@@ -117,14 +115,28 @@ def measure_here(copies: int, workers: int, preimport: str | None) -> dict[str, 
     return out
 
 
-def measure(tree: Path, copies: int, workers: int, preimport: str | None) -> dict[str, Any]:
+def measure(tree: Path, copies: int, workers: int, settings: dict[str, Any]) -> dict[str, Any]:
     """One measurement in a fresh interpreter importing persd from ``tree``/src."""
     env = {**os.environ, "PYTHONPATH": str(tree.resolve() / "src")}
-    args = [sys.executable, __file__, "--child", json.dumps([copies, workers, preimport])]
+    args = [sys.executable, __file__, "--child", json.dumps([copies, workers, settings])]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"measurement of {tree} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _tree(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """NAME=PATH[,KEY=JSON...] -> (name, path, SandboxConfig settings)."""
+    head, *pairs = spec.split(",")
+    name, path = head.split("=", 1)
+    settings = {}
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        try:
+            settings[key] = json.loads(value)
+        except ValueError:
+            settings[key] = value
+    return name, path, settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,15 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         "--tree",
         action="append",
         metavar="NAME=PATH",
-        help="a source tree (repeat; alternated in the given order); default: this checkout",
+        help="a source tree (repeat; alternated in the given order), optionally followed by "
+        "SandboxConfig fields: NAME=PATH,KEY=JSON,...; default: this checkout",
     )
     p.add_argument("--reps", type=int, default=4, help="measurements per tree (default 4)")
     p.add_argument("--copies", type=int, default=3, help="samples per task (default 3: 492)")
     p.add_argument("--workers", type=int, default=4, help="sandbox workers (default 4)")
-    p.add_argument(
-        "--preimport",
-        help="comma-separated modules the workers preload instead of the config's default",
-    )
     p.add_argument("--json", type=Path, help="also write every measurement here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -149,12 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_here(*json.loads(args.child))))
         return
     root = Path(__file__).resolve().parent.parent
-    trees = [t.split("=", 1) for t in (args.tree or [f"this={root}"])]
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
+    trees = [_tree(spec) for spec in (args.tree or [f"this={root}"])]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in trees}
     for rep in range(args.reps):
-        for name, path in trees:
+        for name, path, settings in trees:
             t0 = time.monotonic()
-            r = measure(Path(path), args.copies, args.workers, args.preimport)
+            r = measure(Path(path), args.copies, args.workers, settings)
             runs[name].append(r)
             print(
                 f"rep {rep + 1} {name:>8}: parent {r['parent']:.2f}  worker {r['worker']:.2f}  "

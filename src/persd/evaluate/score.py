@@ -103,6 +103,21 @@ def _load_partial(path: Path, samples: Sequence[Sample]) -> dict[int, ScoredSamp
     return done
 
 
+def _first_of_each_task_first(samples: list[Sample]) -> list[Sample]:
+    """One sample of every task, then the rest, each part in input order.
+
+    Results are written by index, so only the order of work changes: the first run of a
+    task's check finishes while the other samples of that task wait, and they can then send
+    its calls ahead (``SandboxConfig.send_calls_ahead``) instead of all starting at once.
+    """
+    seen: set[str] = set()
+    first, rest = [], []
+    for s in samples:
+        (rest if s.task_id in seen else first).append(s)
+        seen.add(s.task_id)
+    return first + rest
+
+
 def score_samples(
     samples_path: Path,
     benchmark: str | Sequence[Task],
@@ -124,7 +139,7 @@ def score_samples(
     partial_path = results_path.with_name(results_path.name + ".partial")
     done = _load_partial(partial_path, samples) or _load_partial(results_path, samples)
     reused = len(done)
-    todo = [s for s in samples if s.index not in done]
+    todo = _first_of_each_task_first([s for s in samples if s.index not in done])
     lines: dict[int, str] = {}  # results of this run as written, reused for the final file
     with Sandbox(config) as sandbox:
         used = {tasks[s.task_id].id: tasks[s.task_id] for s in samples}
