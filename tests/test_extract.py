@@ -17,6 +17,7 @@ import pytest
 from persd.llm.base import Message
 from persd.llm.extract import (
     BASE_STOP_SEQUENCES,
+    answer_complete,
     base_stop_sequences,
     extract_program,
     fenced_blocks,
@@ -187,3 +188,62 @@ def test_real_output_extracts_to_the_recorded_verdict(
     if entry["status"] != "syntax_error":
         compile(program, name, "exec")
     assert sandbox.run(Job.for_task(task, program)).status == entry["status"]
+
+
+# ---- answer_complete: when generation may stop without changing the program ------------------
+
+_REPLIES = [  # (reply, whether it ever becomes complete)
+    # the usual shape: code, then prose
+    ("```python\ndef add(a, b):\n    return a + b\n```\n\nThis function adds `a` and `b`.", True),
+    # a usage block first (no def), then the answer, then an example block
+    (
+        "Use it like:\n```python\nadd(1, 2)\n```\nHere:\n```python\ndef add(a, b):\n"
+        "    return a + b\n```\nExample:\n```python\nprint(add(1, 2))\n```\n",
+        True,
+    ),
+    # an untagged block counts as python; a bash block with a def does not
+    ("```bash\ndef add\n```\n```\ndef add(a, b):\n    return b + a\n```\ntrailing", True),
+    # no closing fence: never complete, extraction runs to the end
+    ("```python\ndef add(a, b):\n    return a + b\n\nprint(add(1, 2))\n", False),
+    # no fences at all
+    ("def add(a, b):\n    return a - b\n", False),
+]
+
+
+@pytest.mark.parametrize(("reply", "completes"), _REPLIES)
+def test_once_answer_complete_holds_the_program_never_changes(reply: str, completes: bool):
+    prompt = 'def add(a, b):\n    """Add."""\n'
+    full = extract_program(reply, prompt=prompt, entry_point="add", chat=True)
+    complete_at = None
+    for end in range(len(reply) + 1):
+        if answer_complete(reply[:end], "add"):
+            complete_at = end if complete_at is None else complete_at
+            # every longer prefix stays complete and extracts the same program as the whole
+            assert extract_program(reply[:end], prompt=prompt, entry_point="add", chat=True) == full
+        else:
+            assert complete_at is None, "answer_complete went from True back to False"
+    assert (complete_at is not None) == completes
+
+
+def test_answer_complete_needs_the_entry_point_in_a_python_block():
+    assert answer_complete("```python\ndef add(a, b):\n    pass\n```", "add")
+    assert not answer_complete("```python\ndef sub(a, b):\n    pass\n```", "add")
+    assert not answer_complete("```js\ndef add(a, b):\n    pass\n```", "add")
+    assert not answer_complete("```python\ndef add(a, b):\n    pass\n", "add")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in INDEX.items() if e["chat"]))
+def test_real_chat_output_cut_where_answer_complete_extracts_the_same(
+    name: str, tasks: dict[str, Task]
+) -> None:
+    task = tasks[INDEX[name]["task"]]
+    raw = (DATA / f"{name}.txt").read_text(encoding="utf-8")
+
+    def program(text: str) -> str:
+        return extract_program(text, prompt=task.prompt, entry_point=task.entry_point, chat=True)
+
+    cut = next(
+        (end for end in range(len(raw) + 1) if answer_complete(raw[:end], task.entry_point)), None
+    )
+    if cut is not None:
+        assert program(raw[:cut]) == program(raw)

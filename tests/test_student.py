@@ -158,6 +158,28 @@ def test_llama_cpp_chat_uses_the_models_template(llama_student: Student) -> None
     assert reply.tokens_in > 20  # system + user turns of SmolLM2's template
 
 
+def test_llama_cpp_stops_when_answered_with_the_same_program(llama_student: Student) -> None:
+    """The early stop saves the prose after the code and nothing else: same program, fewer
+    tokens, and what was generated is a prefix of the full greedy reply."""
+    from persd.llm.extract import extract_program
+    from persd.llm.prompts import student_prompt
+    from persd.tasks import load_benchmark
+
+    saved = 0
+    for task in load_benchmark("humaneval")[:3]:
+        prompt = student_prompt(task, chat=True)
+        params = SamplingParams(max_new_tokens=256)
+        [[full]] = llama_student.generate([prompt], params)
+        early = params.model_copy(update={"stop_when_answered": task.entry_point})
+        [[cut]] = llama_student.generate([prompt], early)
+        assert full.text.startswith(cut.text)
+        kw = {"prompt": task.prompt, "entry_point": task.entry_point, "chat": True}
+        assert extract_program(cut.text, **kw) == extract_program(full.text, **kw)
+        assert cut.tokens_in == full.tokens_in
+        saved += full.tokens_out - cut.tokens_out
+    assert saved > 0  # SmolLM2 explains its code after the block
+
+
 # ---------------------------------------------------------------- transformers (real model)
 
 

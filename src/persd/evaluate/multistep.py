@@ -79,6 +79,16 @@ def _generate(
     *,
     chat: bool,
 ) -> list[list[str]]:
+    if chat and getattr(student, "generates_one_at_a_time", False):
+        # One call per task, so the backend can stop as soon as the reply's program is final
+        # (``stop_when_answered``): saves the prose after the code and changes nothing in the
+        # program (the tokens before that point are the same). Batching backends get batches.
+        return [
+            [g.text for g in student.generate([p], params.model_copy(update=stop))[0]]
+            for p, stop in zip(
+                prompts, ({"stop_when_answered": t.entry_point} for t in tasks), strict=True
+            )
+        ]
     if chat:
         return [[g.text for g in gens] for gens in student.generate(prompts, params)]
     out = []  # base models: stop sequences depend on the task

@@ -43,6 +43,11 @@ class SamplingParams(_Record):
     max_new_tokens: int = Field(512, ge=1)
     stop: tuple[str, ...] = ()
     seed: int = 0
+    # A chat reply's program is final once a closed python block defines this entry point
+    # (``extract.answer_complete``); a backend may stop generating there. Tokens before that
+    # point are the same either way, so the extracted program is too: it saves only the prose
+    # after the code. Backends that cannot stop early ignore it.
+    stop_when_answered: str | None = None
 
 
 class Generation(_Record):

@@ -71,6 +71,23 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
+def answer_complete(output: str, entry_point: str) -> bool:
+    """Whether the program ``extract_program`` takes from a chat reply can no longer change.
+
+    True once a CLOSED python (or untagged) block defines the entry point: ``_choose_block``
+    takes the first such block whatever follows, and block boundaries never move as text is
+    appended (fences pair up in order). Generation may stop there; the rest of a reply is
+    usually prose or a usage example (38% of SmolLM2's characters on MBPP test).
+    """
+    fences = list(_FENCE.finditer(output))
+    for i in range(0, len(fences) - 1, 2):
+        opening, closing = fences[i], fences[i + 1]
+        code = output[opening.end() + 1 : closing.start()]
+        if opening.group(1).lower() in _PYTHON_TAGS and defines(code, entry_point):
+            return True
+    return False
+
+
 def _choose_block(blocks: list[tuple[str, str]], entry_point: str) -> str:
     python = [code for lang, code in blocks if lang in _PYTHON_TAGS] or [c for _, c in blocks]
     # Replies often add a usage-example block after the solution: the first block that defines

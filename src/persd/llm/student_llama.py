@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
-from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams, adapter_label
+from persd.llm.base import (
+    FinishReason,
+    Generation,
+    Message,
+    Prompt,
+    SamplingParams,
+    adapter_label,
+)
+from persd.llm.extract import answer_complete
 
 
 @contextlib.contextmanager
@@ -41,6 +49,10 @@ class LlamaStudent:
     prompt batch: the logits differ in the last bits and a sample at temperature > 0 depends on
     what was sampled before it, so the same seed would not give the same sample.
     """
+
+    # Prompts are decoded one after another (no batching to lose): callers may ask per prompt,
+    # with ``stop_when_answered`` set to that task's entry point.
+    generates_one_at_a_time = True
 
     def __init__(
         self,
@@ -94,6 +106,8 @@ class LlamaStudent:
             "seed": seed,
         }
         self.llm.reset()  # reproducible samples (see the class docstring)
+        if params.stop_when_answered and not isinstance(prompt, str):
+            return self._until_answered(prompt, kw, params.stop_when_answered)
         if isinstance(prompt, str):
             reply = self.llm.create_completion(prompt, **kw)
             text = reply["choices"][0]["text"]
@@ -109,6 +123,37 @@ class LlamaStudent:
             tokens_in=usage["prompt_tokens"],
             tokens_out=usage["completion_tokens"],
             finish_reason=finish,
+        )
+
+    def _until_answered(
+        self, prompt: tuple[Message, ...], kw: dict[str, Any], entry_point: str
+    ) -> Generation:
+        """A chat reply streamed token by token, stopped once its program is final
+        (``extract.answer_complete``): the same tokens up to there as without streaming."""
+        messages = [m.model_dump() for m in prompt]
+        stream = self.llm.create_chat_completion(messages, stream=True, **kw)
+        text, tokens_in, reason = "", 0, "length"
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                piece = choice["delta"].get("content") or ""
+                if piece and not text:
+                    # The prompt is evaluated, the first token sampled but not yet fed back.
+                    tokens_in = self.llm.n_tokens
+                text += piece
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+                if "`" in piece and answer_complete(text, entry_point):
+                    reason = "stop"
+                    break
+        finally:
+            stream.close()
+        return Generation(
+            text=text,
+            tokens_in=tokens_in,
+            # The streamed pieces re-tokenized: the generated count (streaming gives no usage).
+            tokens_out=len(self.llm.tokenize(text.encode(), add_bos=False, special=False)),
+            finish_reason="length" if reason == "length" else "stop",
         )
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
