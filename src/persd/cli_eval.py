@@ -11,7 +11,7 @@ from rich.table import Table
 
 from persd.errors import PersdError
 from persd.evaluate.multistep import EvalReport, evaluate_student
-from persd.llm.student import StudentConfig, load_student
+from persd.llm.student import StudentConfig, load_student, weights_fingerprint
 from persd.sandbox import Sandbox, SandboxConfig
 from persd.tasks import load_benchmark
 
@@ -50,7 +50,10 @@ def eval_command(
     backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
     chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path | None, typer.Option(help="Write report.json and samples here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write report.json and samples here; rerun with it to resume."),
+    ] = None,
 ) -> None:
     """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
@@ -84,6 +87,7 @@ def eval_command(
                 seed=seed,
                 out_dir=out,
                 on_progress=progress,
+                fingerprint=weights_fingerprint(cfg),
             )
     finally:
         student.close()

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from persd.errors import PersdError
 from persd.evaluate.passk import mean_pass_at_k
 from persd.llm.base import Prompt, SamplingParams, Student
 from persd.llm.chat_templates import refine_prompt
@@ -55,6 +56,7 @@ class EvalReport(BaseModel):
     feedback_tests: str = "seen"
     score_tests: str = "hidden"
     tasks_without_seen_tests: int = 0
+    batches_resumed: int = 0  # batches of generations reused from an interrupted run
     steps: list[StepScore] = []
 
     def pass1(self, arm: str, step: int) -> float:
@@ -69,6 +71,71 @@ class _Sample:
     seen: Feedback | None = None
     hidden: Feedback | None = None
     history: list[dict] = field(default_factory=list)
+
+
+class _Journal:
+    """Every batch of raw generations, appended to ``<out>/generations.jsonl`` as it is made.
+
+    A rerun with the same ``--out`` reuses them instead of sampling again: sampling is
+    seeded, so the reused text is what the same call would produce, and an evaluation cut
+    off after an hour resumes where it was. The header line names the evaluation (model,
+    benchmark, decoding); reusing another evaluation's generations is refused. The number of
+    refinement steps is not part of it: a step-0 run can be continued with refinement steps.
+    """
+
+    def __init__(self, path: Path | None, header: dict) -> None:
+        self.path, self.reused = path, 0
+        self._done: dict[str, tuple[list[str], list[list[str]]]] = {}
+        if path is None:
+            return
+        if path.exists() and path.stat().st_size:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                first = json.loads(lines[0])
+            except json.JSONDecodeError:
+                raise PersdError(f"{path}:1: not a generations header line") from None
+            if first != header:
+                diff = sorted(
+                    k for k in header.keys() | first.keys() if first.get(k) != header.get(k)
+                )
+                raise PersdError(
+                    f"{path}: generations of another evaluation (differs in {', '.join(diff)}); "
+                    "pass another --out or remove that directory"
+                )
+            for n, line in enumerate(lines[1:], start=2):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if n == len(lines):
+                        break  # cut off mid-write: that batch is made again
+                    raise PersdError(f"{path}:{n}: not a JSON line") from None
+                self._done[row["key"]] = (row["tasks"], row["texts"])
+            # Rewrite what was read: drops a half-written last line before appending.
+            path.write_text(
+                "".join(
+                    json.dumps(r) + "\n"
+                    for r in [header]
+                    + [{"key": k, "tasks": t, "texts": x} for k, (t, x) in self._done.items()]
+                ),
+                encoding="utf-8",
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(header) + "\n", encoding="utf-8")
+
+    def batch(
+        self, key: str, tasks: Sequence[Task], make: Callable[[], list[list[str]]]
+    ) -> list[list[str]]:
+        ids = [t.id for t in tasks]
+        done = self._done.get(key)
+        if done is not None and done[0] == ids:
+            self.reused += 1
+            return done[1]
+        texts = make()
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "tasks": ids, "texts": texts}) + "\n")
+        return texts
 
 
 def _generate(
@@ -147,6 +214,7 @@ def evaluate_student(
     ks: Sequence[int] = (1, 5, 10),
     out_dir: Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    fingerprint: str = "",
 ) -> EvalReport:
     """Sample, score, then refine and resample for ``refine_steps`` steps; write samples."""
     params = SamplingParams(
@@ -163,11 +231,29 @@ def evaluate_student(
         refine_steps=refine_steps,
         tasks_without_seen_tests=sum(not t.tests_seen for t in tasks),
     )
+    journal = _Journal(
+        out_dir / "generations.jsonl" if out_dir is not None else None,
+        {
+            "model_id": student.model_id,
+            "weights": fingerprint,  # llm.student.weights_fingerprint: retrained = different
+            "benchmark": benchmark,
+            "n": n,
+            "temperature": temperature,
+            "resample_temperature": report.resample_temperature,
+            "max_new_tokens": max_new_tokens,
+            "chat": chat,
+            "seed": seed,
+        },
+    )
     prompts = [student_prompt(t, chat=chat) for t in tasks]
     samples: list[_Sample] = []
     for start in range(0, len(tasks), 8):
         batch = tasks[start : start + 8]
-        outputs = _generate(student, prompts[start : start + 8], batch, params, chat=chat)
+        outputs = journal.batch(
+            f"base/0/{start}",
+            batch,
+            lambda b=batch, s=start: _generate(student, prompts[s : s + 8], b, params, chat=chat),
+        )
         for task, texts in zip(batch, outputs, strict=True):
             for i, text in enumerate(texts):
                 code = extract_program(
@@ -186,12 +272,15 @@ def evaluate_student(
         total = len(samples)
         for step in range(1, refine_steps + 1):
             todo = [s for s in arm_samples if s.seen is not None and not s.seen.passed]
-            _one_step(student, todo, arm, step, chat=chat, params=params, report=report)
+            _one_step(
+                student, todo, arm, step, chat=chat, params=params, report=report, journal=journal
+            )
             _score(todo, sandbox)
             total += len(todo)
             report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, ks))
             if on_progress:
                 on_progress(f"{arm} {step}", step, refine_steps)
+    report.batches_resumed = journal.reused
     if out_dir is not None:
         # Step 0's samples too: per-task verdicts before any refinement, for paired
         # comparisons of two models (the arms' files hold the last step's verdicts).
@@ -212,6 +301,7 @@ def _one_step(
     chat: bool,
     params: SamplingParams,
     report: EvalReport,
+    journal: _Journal,
 ) -> None:
     one = params.model_copy(update={"n": 1})
     if arm == "refine":
@@ -232,8 +322,13 @@ def _one_step(
         batch = todo[start : start + 8]
         # A distinct seed per (sample, step): resampling must not repeat step 0's draw.
         seeded = one.model_copy(update={"seed": params.seed + 1000 * step + start})
-        texts = _generate(
-            student, prompts[start : start + 8], [s.task for s in batch], seeded, chat=chat
+        tasks = [s.task for s in batch]
+        texts = journal.batch(
+            f"{arm}/{step}/{start}",
+            tasks,
+            lambda t=tasks, p=prompts[start : start + 8], sp=seeded: _generate(
+                student, p, t, sp, chat=chat
+            ),
         )
         for s, gens in zip(batch, texts, strict=True):
             s.code = extract_program(

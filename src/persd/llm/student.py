@@ -128,3 +128,23 @@ def load_student(config: StudentConfig) -> Student:
         threads=config.threads,
         name=resolved.name,
     )
+
+
+def weights_fingerprint(cfg: StudentConfig) -> str:
+    """Which files the student's weights come from, as they are now: path, size and mtime of
+    the model file (when the name is a path) and of every file of the adapter. An evaluation's
+    saved generations are reused only under the same fingerprint, so retraining an adapter in
+    place never passes its old samples off as the new model's."""
+    import hashlib
+
+    parts: list[str] = [cfg.model]
+    paths = [Path(cfg.model)]
+    if cfg.adapter is not None:
+        adapter = Path(cfg.adapter)
+        # A PEFT directory's own files only: llama.cpp's converted copy is written beside them.
+        paths += sorted(adapter.glob("adapter_*")) if adapter.is_dir() else [adapter]
+    for path in paths:
+        if path.is_file():
+            st = path.stat()
+            parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -65,7 +65,7 @@ def evaluate_model(
 ) -> dict:
     """Sample and score one student on one benchmark; the report as a dict."""
     from persd.evaluate.multistep import evaluate_student
-    from persd.llm.student import StudentConfig, load_student
+    from persd.llm.student import StudentConfig, load_student, weights_fingerprint
     from persd.pipeline.config import EvalStageConfig
     from persd.sandbox import Sandbox, SandboxConfig
     from persd.tasks import load_benchmark
@@ -97,6 +97,7 @@ def evaluate_model(
                 seed=cfg.seed,
                 out_dir=Path(out),
                 on_progress=progress,
+                fingerprint=weights_fingerprint(student_cfg),
             )
     finally:
         student.close()
