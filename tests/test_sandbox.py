@@ -537,6 +537,9 @@ AHEAD_WRONG = [  # (program, whether the run with calls ahead must be repeated o
     ("import sys\ndef sq(x):\n    if x > 1:\n        sys.exit(0)\n    return 0\n", False),
     ("def sq(x):\n    return 0\n", False),
     ("def sq(x):\n    if x == 1:\n        raise ValueError('one')\n    return x * x\n", False),
+    # gone while the check waits for its first answer: nothing after it ran
+    ("def sq(x):\n    while True:\n        pass\n", False),
+    ("import os\ndef sq(x):\n    os._exit(3)\n", False),
     # a passing program that counts its calls: the state after each call is the same
     ("n = []\ndef sq(x):\n    n.append(x)\n    assert len(n) == x\n    return x * x\n", False),
 ]

@@ -238,10 +238,12 @@ class _Worker:
 
         ``ahead``: whether a check may send its calls ahead (runner.Speculation); the config's
         by default. A run where that could have changed anything is repeated without it: one
-        where the check made another call than predicted, or stopped before using every call
-        sent ahead while the sample hit a limit, crashed or wrote any output (the calls it
-        ran beyond the check's last could be the cause). What is left is a run whose verdict
-        and feedback are those of asking each call in turn.
+        where the check made another call than predicted, or stopped on its own before using
+        every call sent ahead while the sample hit a limit, crashed or wrote any output (the
+        calls it ran beyond the check's last could be the cause). A sample that went away
+        while the check waited for an answer (exit, crash, a limit) never started a later
+        call: the harness answers in order, and an answer sent before it went stays readable.
+        What is left is a run whose verdict and feedback are those of asking each call in turn.
         """
         c = self.config
         if ahead is None:
@@ -297,7 +299,9 @@ class _Worker:
         report = self._recv(timeout=wall + 2 * _GRACE_S)
         if report is None:
             raise SandboxError("sandbox worker stopped answering")
-        if state.mispredicted or (state.unused_ahead and not _quiet(report)):
+        if state.mispredicted or (
+            state.unused_ahead and not (state.closed or state.exited) and not _quiet(report)
+        ):
             return self.execute(job, ahead=False)
         report["wall_limit_s"] = wall
         return build_feedback(
