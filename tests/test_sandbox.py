@@ -566,14 +566,21 @@ def test_calls_sent_ahead_give_the_verdicts_of_one_call_at_a_time(program, repea
         return execute(self, job, ahead=ahead)
 
     monkeypatch.setattr(pool._Worker, "execute", counted)
+    from persd.sandbox import runner
+
+    monkeypatch.setattr(runner, "_PREDICTED", {})
     with_ahead, one_by_one = _ahead_pair(program)
     assert _comparable(with_ahead) == _comparable(one_by_one)
     assert with_ahead.stdout_tail == ""
     assert runs == [None, None] + [False] * repeated + [None]
+    key = ("", AHEAD_CHECK.source, "sq")
+    assert (runner._PREDICTED[key] is None) == repeated  # a repeated run: never again
 
 
-def test_calls_sent_ahead_are_used_only_while_the_check_makes_the_same_ones():
+def test_calls_sent_ahead_are_used_only_while_the_check_makes_the_same_ones(monkeypatch):
     from persd.sandbox import runner
+
+    monkeypatch.setattr(runner, "_PREDICTED", {})
 
     unseeded = Test(kind="check", source=(
         "def check(candidate):\n"
@@ -585,4 +592,6 @@ def test_calls_sent_ahead_are_used_only_while_the_check_makes_the_same_ones():
     with_ahead, one_by_one = _ahead_pair(AHEAD_RIGHT, unseeded)
     assert with_ahead.status == one_by_one.status == "passed"
     assert runner._PREDICTED[("", unseeded.source, "sq")] is None  # never sent ahead again
-    assert runner._PREDICTED[("", AHEAD_CHECK.source, "sq")] is not None
+    with_ahead, one_by_one = _ahead_pair(AHEAD_RIGHT)
+    assert with_ahead.status == one_by_one.status == "passed"
+    assert len(runner._PREDICTED[("", AHEAD_CHECK.source, "sq")]) == 5  # the same 5 calls

@@ -244,6 +244,8 @@ class _Worker:
         while the check waited for an answer (exit, crash, a limit) never started a later
         call: the harness answers in order, and an answer sent before it went stays readable.
         What is left is a run whose verdict and feedback are those of asking each call in turn.
+        A check whose run had to be repeated is not sent ahead again, so a task whose wrong
+        samples print (or time out after failing) costs at most one extra run.
         """
         c = self.config
         if ahead is None:
@@ -302,6 +304,8 @@ class _Worker:
         if state.mispredicted or (
             state.unused_ahead and not (state.closed or state.exited) and not _quiet(report)
         ):
+            if state.ahead is not None:
+                state.ahead.give_up()  # at most one repeated run per check
             return self.execute(job, ahead=False)
         report["wall_limit_s"] = wall
         return build_feedback(

@@ -87,8 +87,13 @@ class Speculation:
 
     frames: tuple[bytes, ...]
     sent: int
+    key: tuple[str, str, str] = ("", "", "")
     used: int = 0
     missed: bool = False
+
+    def give_up(self) -> None:
+        """Never send this check's calls ahead again (its runs had to be repeated)."""
+        _PREDICTED[self.key] = None
 
 
 def short(value: Any) -> str:
@@ -270,7 +275,7 @@ def _check_test(
     predicted = _PREDICTED.get(key)
     ahead = None
     if state is not None and predicted:
-        ahead = state.ahead = Speculation(predicted, sent=len(predicted))
+        ahead = state.ahead = Speculation(predicted, sent=len(predicted), key=key)
         ch.send_frame(b"".join(predicted))
     candidate = _Candidate(ch, entry_point, ahead, record=key not in _PREDICTED)
     # Inside the check the entry point's own name means the program's function (HumanEval/33
