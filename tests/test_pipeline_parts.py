@@ -52,6 +52,27 @@ def test_run_dir_refuses_a_different_config(tmp_path):
         store.bind(PoolConfig(limit=6))
 
 
+def test_operational_settings_may_change_on_resume(tmp_path):
+    """Worker counts and what workers preload change speed, not results: an upgrade that
+    changes their defaults does not lock users out of their run directories."""
+    from persd.config import RunConfig
+    from persd.pipeline.run import OPERATIONAL
+
+    store = RunStore(tmp_path)
+    config = RunConfig()
+    store.bind(config, operational=OPERATIONAL)
+    sandbox = config.sandbox.model_copy(
+        update={"workers": 3, "preimport": ("math",), "send_calls_ahead": False}
+    )
+    faster = config.model_copy(update={"sandbox": sandbox})
+    store.bind(faster, operational=OPERATIONAL)
+    stricter = faster.model_copy(
+        update={"sandbox": sandbox.model_copy(update={"wall_limit_s": 1.0})}
+    )
+    with pytest.raises(RunDirError, match=r"changed: sandbox\.wall_limit_s"):
+        store.bind(stricter, operational=OPERATIONAL)
+
+
 def test_keys_a_newer_version_added_count_only_when_set(tmp_path):
     """A run directory made before a config key existed resumes while the key holds its
     default, and is refused once the key is set to something else."""

@@ -50,6 +50,10 @@ STAGES = ("attempt", "execute", "solve", "refine", "verify", "build", "train", "
 # Settings that change how a run executes, not what it computes: free to differ on resume.
 OPERATIONAL = (
     "sandbox.workers",
+    # which modules workers load ahead and whether calls are sent ahead: speed, same verdicts
+    "sandbox.preimport",
+    "sandbox.import_on_demand",
+    "sandbox.send_calls_ahead",
     "teacher.concurrency",
     "teacher.timeout_s",
     "teacher.max_attempts",
