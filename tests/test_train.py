@@ -324,7 +324,8 @@ def test_precision_follows_the_hardware_and_the_method():
 
 def test_config_file_and_flags(tmp_path: Path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("data: {format: base}\ntrain: {epochs: 2, lora: {r: 4}}\n")
+    # a run config: its train: section, variants (the pipeline's choice of data) left out
+    cfg.write_text("data: {format: base}\ntrain: {epochs: 2, lora: {r: 4}, variants: [persd]}\n")
     config = load_train_config(cfg, {"epochs": 5, "seed": None})
     assert (config.format, config.epochs, config.lora.r, config.seed) == ("base", 5, 4, 42)
     assert config.lr == 2e-4 and TrainConfig(method="full").lr == 1e-5

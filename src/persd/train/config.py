@@ -122,6 +122,8 @@ def load_train_config(
             raise TrainConfigError(f"{path}: expected a mapping of training settings")
         if isinstance(data.get("train"), dict):
             section = dict(data["train"])
+            # Which training sets the pipeline trains, not how: the data files are the CLI's.
+            section.pop("variants", None)
             run_data = data.get("data")
             if isinstance(run_data, dict) and "format" in run_data:
                 section.setdefault("format", run_data["format"])
