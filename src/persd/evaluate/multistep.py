@@ -89,7 +89,8 @@ class _Journal:
         if path is None:
             return
         if path.exists() and path.stat().st_size:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
             try:
                 first = json.loads(lines[0])
             except json.JSONDecodeError:
@@ -102,23 +103,18 @@ class _Journal:
                     f"{path}: generations of another evaluation (differs in {', '.join(diff)}); "
                     "pass another --out or remove that directory"
                 )
+            whole = lines
             for n, line in enumerate(lines[1:], start=2):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     if n == len(lines):
-                        break  # cut off mid-write: that batch is made again
+                        whole = lines[:-1]  # cut off mid-write: that batch is made again
+                        break
                     raise PersdError(f"{path}:{n}: not a JSON line") from None
                 self._done[row["key"]] = (row["tasks"], row["texts"])
-            # Rewrite what was read: drops a half-written last line before appending.
-            path.write_text(
-                "".join(
-                    json.dumps(r) + "\n"
-                    for r in [header]
-                    + [{"key": k, "tasks": t, "texts": x} for k, (t, x) in self._done.items()]
-                ),
-                encoding="utf-8",
-            )
+            if not text.endswith("\n"):  # a write was cut off: keep only whole lines
+                path.write_text("".join(line + "\n" for line in whole), encoding="utf-8")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(header) + "\n", encoding="utf-8")

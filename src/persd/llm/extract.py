@@ -79,13 +79,11 @@ def answer_complete(output: str, entry_point: str) -> bool:
     appended (fences pair up in order). Generation may stop there; the rest of a reply is
     usually prose or a usage example (38% of SmolLM2's characters on MBPP test).
     """
-    fences = list(_FENCE.finditer(output))
-    for i in range(0, len(fences) - 1, 2):
-        opening, closing = fences[i], fences[i + 1]
-        code = output[opening.end() + 1 : closing.start()]
-        if opening.group(1).lower() in _PYTHON_TAGS and defines(code, entry_point):
-            return True
-    return False
+    closed = len(_FENCE.findall(output)) // 2  # an odd last fence opens an unfinished block
+    return any(
+        lang in _PYTHON_TAGS and defines(code, entry_point)
+        for lang, code in fenced_blocks(output)[:closed]
+    )
 
 
 def _choose_block(blocks: list[tuple[str, str]], entry_point: str) -> str:
