@@ -14,7 +14,18 @@ are usually within it; the script prints the p-value instead of leaving that to 
 Rows named ``<variant>-s<seed>`` are the same variant trained with another seed (their models
 live outside the run dir; only their evaluations are kept).
 
-Usage: python experiments/results_table.py RUN_DIR [--pair A B]... [--models-extra DIR]
+``--training`` adds the cost table: per trained model, its rows, optimizer steps, final loss and
+training wall time (``train_summary.json`` under ``models/<variant>``, ``models-seed<seed>/`` or
+``models-released/``), and the teacher tokens (in + out) of the calls its data needed, summed
+from the run's solution and refinement records:
+
+- StanD and StanD-matched: the direct solution of every pool task (a matched subset still needed
+  every task solved and verified to choose from);
+- InpD: the direct solutions of the tasks the student failed;
+- PERsD, PERsD-refine, PERsD-combined: those same solutions (the paper's refinement template
+  gives the teacher its own answer as the reference) plus every refinement call.
+
+Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
 """
 
 from __future__ import annotations
@@ -95,6 +106,63 @@ def results_table(run: Path, rows: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def teacher_tokens(run: Path) -> dict[str, int]:
+    """Teacher tokens (in + out) behind each variant's data; see the module docstring."""
+    solutions = _records(run / "solutions.jsonl")
+    refinements = _records(run / "refinements.jsonl")
+    failed = {r["task_id"] for r in refinements}
+    solve_all = sum(r["tokens_in"] + r["tokens_out"] for r in solutions)
+    solve_failed = sum(
+        r["tokens_in"] + r["tokens_out"] for r in solutions if r["task_id"] in failed
+    )
+    refine = sum(r["tokens_in"] + r["tokens_out"] for r in refinements)
+    return {
+        "stand": solve_all,
+        "stand_matched": solve_all,
+        "inpd": solve_failed,
+        "persd": solve_failed + refine,
+        "persd_refine": solve_failed + refine,
+        "persd_combined": solve_failed + refine,
+    }
+
+
+def _summary(run: Path, row: str) -> dict | None:
+    m = _SEED.match(row)
+    if m:
+        path = run / f"models-seed{m['seed']}" / m["variant"] / "train_summary.json"
+    elif row.startswith("released_"):
+        path = run / "models-released" / row / "train_summary.json"
+    else:
+        path = run / "models" / row / "train_summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def training_table(run: Path, rows: list[str]) -> str:
+    tokens = teacher_tokens(run)
+    lines = [
+        "| model | rows | optimizer steps | final loss | training wall | teacher tokens (in + out) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        s = _summary(run, row)
+        if s is None:
+            continue
+        m = _SEED.match(row)
+        variant = m["variant"] if m else row
+        spent = tokens.get(variant)
+        lines.append(
+            f"| {row} | {s['examples']} | {s['steps']} | {s['final_loss']:.3f} "
+            f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} |"
+        )
+    return "\n".join(lines)
+
+
 def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
     lines = [
         "| A | B | benchmark | A pass@1 | B pass@1 | only A passed | only B passed "
@@ -129,12 +197,16 @@ def main() -> None:
         help="evaluation names in table order (default: every directory under eval/)",
     )
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
+    ap.add_argument("--training", action="store_true", help="also print the cost table")
     args = ap.parse_args()
     rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
     print(results_table(args.run, rows))
     if args.pair:
         print()
         print(pair_table(args.run, [tuple(p) for p in args.pair]))
+    if args.training:
+        print()
+        print(training_table(args.run, [r for r in rows if r != "base"]))
 
 
 if __name__ == "__main__":

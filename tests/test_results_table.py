@@ -52,3 +52,32 @@ def test_tables_read_reports_rows_and_paired_verdicts(tmp_path: Path):
     pairs = rt.pair_table(tmp_path, [("persd", "base")])
     assert "| persd | base | mbpp-test (4) | 75.0% | 25.0% | 2 | 0 | 0.50 |" in pairs
     assert "| persd | base | humaneval | | | | | pending |" in pairs
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_teacher_tokens_follow_what_each_variant_needed(tmp_path: Path):
+    _jsonl(
+        tmp_path / "solutions.jsonl",
+        [
+            {"task_id": "T/0", "tokens_in": 10, "tokens_out": 5},  # the student passed T/0
+            {"task_id": "T/1", "tokens_in": 20, "tokens_out": 7},
+        ],
+    )
+    _jsonl(tmp_path / "refinements.jsonl", [{"task_id": "T/1", "tokens_in": 40, "tokens_out": 3}])
+    tokens = rt.teacher_tokens(tmp_path)
+    assert tokens["stand"] == tokens["stand_matched"] == 42
+    assert tokens["inpd"] == 27
+    assert tokens["persd"] == tokens["persd_combined"] == 27 + 43
+    summary = {"examples": 3, "steps": 1, "final_loss": 0.5, "wall_s": 1234.4}
+    _jsonl(tmp_path / "models" / "persd" / "train_summary.json", [summary])
+    _jsonl(tmp_path / "models-seed43" / "stand" / "train_summary.json", [summary])
+    _jsonl(tmp_path / "models-released" / "released_inpd" / "train_summary.json", [summary])
+    table = rt.training_table(tmp_path, ["persd", "stand-s43", "released_inpd", "inpd"])
+    assert "| persd | 3 | 1 | 0.500 | 1,234 s | 70 |" in table
+    assert "| stand-s43 | 3 | 1 | 0.500 | 1,234 s | 42 |" in table
+    assert "| released_inpd | 3 | 1 | 0.500 | 1,234 s | released (not ours) |" in table
+    assert "| inpd |" not in table  # not trained: no row rather than a made-up one
