@@ -146,7 +146,8 @@ def _summary(run: Path, row: str) -> dict | None:
 def training_table(run: Path, rows: list[str]) -> str:
     tokens = teacher_tokens(run)
     lines = [
-        "| model | rows | optimizer steps | final loss | training wall | teacher tokens (in + out) |",
+        "| model | rows | optimizer steps | final loss | training wall "
+        "| teacher tokens (in + out) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
