@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,10 +21,11 @@ TASKS = load_humaneval()[:3]
 class CountingStudent:
     """Answers HumanEval/0 right and the others wrong; counts the prompts it is asked."""
 
-    def __init__(self, name: str = "fake") -> None:
-        self.model_id, self.prompts = name, 0
+    def __init__(self, name: str = "fake", delay: float = 0.0) -> None:
+        self.model_id, self.prompts, self.delay = name, 0, delay
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        time.sleep(self.delay)
         out = []
         for p in prompts:
             self.prompts += 1
@@ -66,6 +68,19 @@ def test_a_rerun_reuses_every_generation_and_scores_the_same(sandbox, tmp_path: 
     resumed = _eval(again, sandbox, tmp_path, refine_steps=1)
     assert again.prompts == 0 and resumed.batches_resumed == 3
     assert resumed.steps == report.steps
+
+
+def test_generation_time_counts_resumed_batches_as_journaled(sandbox, tmp_path: Path):
+    slow = _eval(CountingStudent(delay=0.05), sandbox, tmp_path, refine_steps=0)
+    assert slow.generate_s is not None and slow.generate_s >= 0.05  # one batch of 3 tasks
+    assert slow.score_s > 0
+    resumed = _eval(CountingStudent(), sandbox, tmp_path, refine_steps=0)
+    assert resumed.generate_s == slow.generate_s  # the journaled time, not the reuse's
+    journal = tmp_path / "generations.jsonl"
+    header, *rows = journal.read_text().splitlines()
+    untimed = [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rows]
+    journal.write_text("".join(json.dumps(x) + "\n" for x in [json.loads(header), *untimed]))
+    assert _eval(CountingStudent(), sandbox, tmp_path, refine_steps=0).generate_s is None
 
 
 def test_step_zero_is_reused_when_refinement_steps_are_added(sandbox, tmp_path: Path):

@@ -92,5 +92,12 @@ def eval_command(
     finally:
         student.close()
     console.print(report_table(report))
+    gen = (
+        "unknown (resumed from an older journal)"
+        if report.generate_s is None
+        else (f"{report.generate_s:,.0f} s")
+    )
+    resumed = f", {report.batches_resumed} batches resumed" if report.batches_resumed else ""
+    console.print(f"generation {gen}, scoring {report.score_s:,.1f} s{resumed}")
     if out:
         console.print(f"report and samples: {out}")

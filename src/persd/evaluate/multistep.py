@@ -17,6 +17,7 @@ refined; hidden tests only score. Tasks without seen tests are scored but never 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,11 @@ class EvalReport(BaseModel):
     score_tests: str = "hidden"
     tasks_without_seen_tests: int = 0
     batches_resumed: int = 0  # batches of generations reused from an interrupted run
+    # Seconds spent generating, over every batch this report uses (resumed ones included, as
+    # journaled when they were made); None when a resumed batch predates the timing. Scoring
+    # seconds are this run's. Both are wall time on whatever else the machine was doing.
+    generate_s: float | None = None
+    score_s: float = 0.0
     steps: list[StepScore] = []
 
     def pass1(self, arm: str, step: int) -> float:
@@ -85,7 +91,8 @@ class _Journal:
 
     def __init__(self, path: Path | None, header: dict) -> None:
         self.path, self.reused = path, 0
-        self._done: dict[str, tuple[list[str], list[list[str]]]] = {}
+        self.seconds: float | None = 0.0  # generation time of the batches handed out
+        self._done: dict[str, tuple[list[str], list[list[str]], float | None]] = {}
         if path is None:
             return
         if path.exists() and path.stat().st_size:
@@ -112,7 +119,7 @@ class _Journal:
                         whole = lines[:-1]  # cut off mid-write: that batch is made again
                         break
                     raise PersdError(f"{path}:{n}: not a JSON line") from None
-                self._done[row["key"]] = (row["tasks"], row["texts"])
+                self._done[row["key"]] = (row["tasks"], row["texts"], row.get("seconds"))
             if not text.endswith("\n"):  # a write was cut off: keep only whole lines
                 path.write_text("".join(line + "\n" for line in whole), encoding="utf-8")
         else:
@@ -126,12 +133,20 @@ class _Journal:
         done = self._done.get(key)
         if done is not None and done[0] == ids:
             self.reused += 1
+            self._add(done[2])
             return done[1]
+        start = time.perf_counter()
         texts = make()
+        seconds = round(time.perf_counter() - start, 3)
+        self._add(seconds)
         if self.path is not None:
+            row = {"key": key, "tasks": ids, "texts": texts, "seconds": seconds}
             with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "tasks": ids, "texts": texts}) + "\n")
+                f.write(json.dumps(row) + "\n")
         return texts
+
+    def _add(self, seconds: float | None) -> None:
+        self.seconds = None if seconds is None or self.seconds is None else self.seconds + seconds
 
 
 def _generate(
@@ -162,7 +177,8 @@ def _generate(
     return out
 
 
-def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> None:
+def _score(samples: Sequence[_Sample], sandbox: Sandbox, report: EvalReport) -> None:
+    start = time.perf_counter()
     jobs, slots = [], []
     for s in samples:
         for test_set in ("seen", "hidden"):
@@ -173,6 +189,7 @@ def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> None:
     for i, fb in sandbox.imap(jobs):
         sample, test_set = slots[i]
         setattr(sample, test_set, fb)
+    report.score_s += time.perf_counter() - start
 
 
 def _step_score(
@@ -258,7 +275,7 @@ def evaluate_student(
                 samples.append(_Sample(task, i, code, history=[{"step": 0, "raw": text}]))
         if on_progress:
             on_progress("sample", min(start + 8, len(tasks)), len(tasks))
-    _score(samples, sandbox)
+    _score(samples, sandbox, report)
     report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
     arms: dict[str, list[_Sample]] = {
         "refine": [_copy(s) for s in samples],
@@ -271,12 +288,14 @@ def evaluate_student(
             _one_step(
                 student, todo, arm, step, chat=chat, params=params, report=report, journal=journal
             )
-            _score(todo, sandbox)
+            _score(todo, sandbox, report)
             total += len(todo)
             report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, ks))
             if on_progress:
                 on_progress(f"{arm} {step}", step, refine_steps)
     report.batches_resumed = journal.reused
+    report.generate_s = None if journal.seconds is None else round(journal.seconds, 3)
+    report.score_s = round(report.score_s, 3)
     if out_dir is not None:
         # Step 0's samples too: per-task verdicts before any refinement, for paired
         # comparisons of two models (the arms' files hold the last step's verdicts).
