@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from persd.config import RunConfig
     from persd.llm.base import Student, Teacher
     from persd.llm.student import StudentConfig
+    from persd.pipeline.config import TeachConfig
+    from persd.pipeline.store import StageFile
+    from persd.pipeline.teach import Extract, TeacherRequest
 
 STAGES = ("attempt", "execute", "solve", "refine", "verify", "build", "train", "evaluate")
 # Settings that change how a run executes, not what it computes: free to differ on resume.
@@ -230,18 +233,33 @@ class Loop:
             }
         )
         async with lazy as get_teacher:
-            with self.timer.stage("synthesize"):
-                advance = self.progress.start("synthesize: ask", len(requests))
-                await ask_teacher(
-                    requests,
-                    await get_teacher(),
-                    params,
-                    self.synth_calls,
-                    extract=lambda text, task: "\n".join(
-                        parse_calls(text, task.entry_point, cfg.inputs)
-                    ),
-                    on_done=advance,
-                )
+            await self._ask(
+                "synthesize",
+                get_teacher,
+                requests,
+                params,
+                self.synth_calls,
+                lambda text, task: "\n".join(parse_calls(text, task.entry_point, cfg.inputs)),
+                label="synthesize: ask",
+            )
+
+    async def _ask(
+        self,
+        stage: str,
+        get_teacher: Callable[[], Awaitable[Teacher]],
+        requests: Sequence[TeacherRequest],
+        params: TeachConfig,
+        store: StageFile,
+        extract: Extract,
+        *,
+        label: str | None = None,
+    ) -> None:
+        """One timed, progress-reporting round of teacher calls, stored as they arrive."""
+        with self.timer.stage(stage):
+            advance = self.progress.start(label or stage, len(requests))
+            await ask_teacher(
+                requests, await get_teacher(), params, store, extract=extract, on_done=advance
+            )
 
     def attempt(self, round_: int = 0) -> None:
         self.synthesize()
@@ -316,16 +334,7 @@ class Loop:
         # so solutions are checked first; if nothing is left to ask, no server is started.
         async with lazy as get_teacher:
             if any(r.id not in self.solutions.ids() for r in solve):
-                with self.timer.stage("solve"):
-                    advance = self.progress.start("solve", len(solve))
-                    await ask_teacher(
-                        solve,
-                        await get_teacher(),
-                        cfg,
-                        self.solutions,
-                        extract=_extract_teacher,
-                        on_done=advance,
-                    )
+                await self._ask("solve", get_teacher, solve, cfg, self.solutions, _extract_teacher)
             await asyncio.to_thread(self._verify_solutions)
             references = self._verified_solutions()
             requests, fallbacks = refine_requests(self.tasks, failed, references, cfg)
@@ -336,16 +345,9 @@ class Loop:
                 )
             todo = [r for r in requests if r.id not in self.refinements.ids()]
             if todo:
-                with self.timer.stage("refine"):
-                    advance = self.progress.start("refine", len(todo))
-                    await ask_teacher(
-                        todo,
-                        await get_teacher(),
-                        cfg,
-                        self.refinements,
-                        extract=_extract_teacher,
-                        on_done=advance,
-                    )
+                await self._ask(
+                    "refine", get_teacher, todo, cfg, self.refinements, _extract_teacher
+                )
 
     def _verify_solutions(self) -> None:
         programs = [

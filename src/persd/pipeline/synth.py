@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from persd.llm.chat_templates import render_chat
 from persd.pipeline.config import SynthConfig
 from persd.pipeline.store import StageFile
-from persd.pipeline.teach import _Request
+from persd.pipeline.teach import TeacherRequest
 from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
 from persd.sandbox import Job, Sandbox
 from persd.sandbox.runner import MAX_REPR
@@ -31,10 +31,10 @@ def needs_tests(task: Task) -> bool:
     return not task.tests_hidden and not task.tests_seen and bool(task.reference)
 
 
-def synth_requests(tasks: Sequence[Task], cfg: SynthConfig) -> list[_Request]:
+def synth_requests(tasks: Sequence[Task], cfg: SynthConfig) -> list[TeacherRequest]:
     """One request per task: ``cfg.inputs`` calls of the entry point, literals only."""
     return [
-        _Request(
+        TeacherRequest(
             id=f"{task.id}#t0",
             task=task,
             attempt=None,

@@ -25,7 +25,9 @@ Extract = Callable[[str, Task], str]
 
 
 @dataclass(frozen=True)
-class _Request:
+class TeacherRequest:
+    """One teacher call to make: its record id, the task (and attempt) it is about, the chat."""
+
     id: str
     task: Task
     attempt: Attempt | None
@@ -33,10 +35,10 @@ class _Request:
     seed: int
 
 
-def solve_requests(tasks: Sequence[Task], cfg: TeachConfig) -> list[_Request]:
+def solve_requests(tasks: Sequence[Task], cfg: TeachConfig) -> list[TeacherRequest]:
     """One direct-solution request per task (StanD / InpD targets, and the paper's reference)."""
     return [
-        _Request(
+        TeacherRequest(
             id=f"{task.id}#s0",
             task=task,
             attempt=None,
@@ -54,7 +56,7 @@ def refine_requests(
     failed: Sequence[tuple[Attempt, Execution]],
     references: Mapping[str, str],
     cfg: TeachConfig,
-) -> tuple[list[_Request], int]:
+) -> tuple[list[TeacherRequest], int]:
     """Requests for every failed attempt; also how many fell back to the one-turn template
     because the task had no reference answer for the paper's two-turn template."""
     out, fallbacks = [], 0
@@ -76,7 +78,7 @@ def refine_requests(
         messages = render_chat(template, values)
         for j in range(cfg.refinements_per_failure):
             out.append(
-                _Request(
+                TeacherRequest(
                     id=f"{attempt.id}#f{j}",
                     task=task,
                     attempt=attempt,
@@ -88,7 +90,7 @@ def refine_requests(
 
 
 async def ask_teacher(
-    requests: Sequence[_Request],
+    requests: Sequence[TeacherRequest],
     teacher: Teacher,
     cfg: TeachConfig,
     out: StageFile,
@@ -102,7 +104,7 @@ async def ask_teacher(
     if not todo:
         return 0
 
-    async def one(req: _Request) -> TeacherCall:
+    async def one(req: TeacherRequest) -> TeacherCall:
         params = SamplingParams(
             n=1,
             temperature=cfg.temperature,
