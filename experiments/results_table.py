@@ -25,7 +25,11 @@ from the run's solution and refinement records:
 - PERsD, PERsD-refine, PERsD-combined: those same solutions (the paper's refinement template
   gives the teacher its own answer as the reference) plus every refinement call.
 
+``--seeds A B`` compares two variants over all their seeds (per-seed pass@1, mean, spread and
+one McNemar test over the pooled (task, seed) pairs).
+
 Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
+       [--seeds A B]
 """
 
 from __future__ import annotations
@@ -188,6 +192,61 @@ def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(run: Path, a: str, b: str) -> str:
+    """Two variants over every seed evaluated for both: pass@1 per seed, the mean and the
+    spread (max - min), and one exact McNemar test over all (task, seed) pairs.
+
+    Seed 42 is the plain name, another seed ``<variant>-s<seed>``. Pooling the seeds treats
+    each retraining as a replicate of the same comparison on the same tasks, so the pooled
+    test sees twice the discordant pairs; it is still a test of the methods at this scale,
+    not of any one trained model.
+    """
+    seeds = sorted(
+        {42}
+        | {
+            int(m["seed"])
+            for p in (run / "eval").iterdir()
+            if (m := _SEED.match(p.name)) and m["variant"] in (a, b)
+        }
+    )
+
+    def name(variant: str, seed: int) -> str:
+        return variant if seed == 42 else f"{variant}-s{seed}"
+
+    lines = [
+        f"| benchmark | seeds | {a} per seed | {b} per seed | {a} mean | {b} mean "
+        f"| spread {a} / {b} | only {a} passed | only {b} passed | exact McNemar p (pooled) |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for bench in BENCHES:
+        used, rates_a, rates_b, only_a, only_b = [], [], [], 0, 0
+        for seed in seeds:
+            va, vb = _verdicts(run, name(a, seed), bench), _verdicts(run, name(b, seed), bench)
+            if va is None or vb is None:
+                continue
+            common = sorted(set(va) & set(vb))
+            used.append(seed)
+            rates_a.append(sum(va[t] for t in common) / len(common))
+            rates_b.append(sum(vb[t] for t in common) / len(common))
+            only_a += sum(va[t] and not vb[t] for t in common)
+            only_b += sum(vb[t] and not va[t] for t in common)
+        if not used:
+            lines.append(f"| {bench} | none yet | | | | | | | | pending |")
+            continue
+
+        def pct(xs: list[float]) -> str:
+            return ", ".join(f"{100 * x:.1f}%" for x in xs)
+
+        lines.append(
+            f"| {bench} | {', '.join(map(str, used))} | {pct(rates_a)} | {pct(rates_b)} "
+            f"| {100 * sum(rates_a) / len(used):.1f}% | {100 * sum(rates_b) / len(used):.1f}% "
+            f"| {100 * (max(rates_a) - min(rates_a)):.1f} / "
+            f"{100 * (max(rates_b) - min(rates_b)):.1f} pts "
+            f"| {only_a} | {only_b} | {mcnemar_p(only_a, only_b):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="run directory")
@@ -199,12 +258,18 @@ def main() -> None:
     )
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
     ap.add_argument("--training", action="store_true", help="also print the cost table")
+    ap.add_argument(
+        "--seeds", nargs=2, metavar=("A", "B"), help="A vs B over every seed evaluated for both"
+    )
     args = ap.parse_args()
     rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
     print(results_table(args.run, rows))
     if args.pair:
         print()
         print(pair_table(args.run, [tuple(p) for p in args.pair]))
+    if args.seeds:
+        print()
+        print(seed_table(args.run, *args.seeds))
     if args.training:
         print()
         print(training_table(args.run, [r for r in rows if r != "base"]))

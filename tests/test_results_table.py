@@ -81,3 +81,18 @@ def test_teacher_tokens_follow_what_each_variant_needed(tmp_path: Path):
     assert "| stand-s43 | 3 | 1 | 0.500 | 1,234 s | 42 |" in table
     assert "| released_inpd | 3 | 1 | 0.500 | 1,234 s | released (not ours) |" in table
     assert "| inpd |" not in table  # not trained: no row rather than a made-up one
+
+
+def test_seed_table_pools_discordant_pairs_over_seeds(tmp_path: Path):
+    _eval(tmp_path, "persd", "humaneval", [True, True, False, False])
+    _eval(tmp_path, "stand", "humaneval", [False, False, True, False])
+    _eval(tmp_path, "persd-s43", "humaneval", [True, False, False, False])
+    _eval(tmp_path, "stand-s43", "humaneval", [True, False, True, True])
+    _eval(tmp_path, "persd-s44", "humaneval", [True, True, True, True])  # no stand-s44: left out
+    table = rt.seed_table(tmp_path, "persd", "stand")
+    # seed 42: 2 vs 1 discordant; seed 43: 0 vs 2 -> pooled 2 vs 3
+    assert (
+        "| humaneval | 42, 43 | 50.0%, 25.0% | 25.0%, 75.0% | 37.5% | 50.0% | 25.0 / 50.0 pts "
+        "| 2 | 3 | 1.00 |" in table
+    )
+    assert "| mbpp-test | none yet |" in table
