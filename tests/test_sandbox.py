@@ -3,16 +3,18 @@ a few end-to-end behaviours a user would notice."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
+import threading
 
 import pytest
 
 from persd.records import Feedback, Outcome, Task, Test
 from persd.sandbox import Job, Sandbox, SandboxConfig, render_feedback
 from persd.sandbox._child import codec
-from persd.sandbox.compare import values_match
+from persd.sandbox.compare import parse_expected, values_match
 from persd.sandbox.remote import split_assert
 from persd.sandbox.runner import RunState
 from persd.sandbox.verdict import classify
@@ -162,6 +164,41 @@ def test_parse_frame_reads_what_json_loads_reads(payload):
 )
 def test_values_match(expected, actual, comparison, match):
     assert values_match(expected, actual, comparison) is match
+
+
+class _Finalised:
+    def __del__(self):
+        sum(range(50))  # Python code run by the GC inside a parse: another thread may get in
+
+
+def test_expected_values_parse_safely_from_many_threads():
+    # The pool scores samples in threads. On CPython 3.11 concurrent AST building corrupts
+    # the interpreter-wide recursion counter ("AST constructor recursion depth mismatch"):
+    # without the lock this failed within a few seconds, killing a 25-minute evaluation.
+    errors: list[str] = []
+
+    def parse_many(k: int) -> None:
+        try:
+            for i in range(40):
+                for _ in range(100):  # reference cycles with finalizers: work for the GC
+                    a, b = _Finalised(), _Finalised()
+                    a.other, b.other = b, a
+                text = repr([[k, i, j, (j, [j, {"k": [j] * 3}])] for j in range(60)])
+                assert parse_expected(text)[0][:2] == [k, i]
+        except SystemError as e:
+            errors.append(str(e))
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(50, 2, 2)
+    try:
+        threads = [threading.Thread(target=parse_many, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.set_threshold(*threshold)
+    assert errors == []
 
 
 # ---- splitting asserts ------------------------------------------------------------------------

@@ -8,7 +8,9 @@ always a builtin type's ``==``: an object whose ``__eq__`` is always true cannot
 from __future__ import annotations
 
 import ast
+import functools
 import math
+import threading
 from typing import Any
 
 from persd.records import Comparison
@@ -18,9 +20,26 @@ REL_TOL = 1e-6
 ABS_TOL = 1e-9
 
 
+# CPython 3.11 keeps the AST constructor's recursion counter in interpreter-wide state: two
+# threads building ASTs at once (the pool scores samples in threads, and a garbage collection
+# inside one parse can run a finalizer that lets another thread in) corrupt it, and the parse
+# fails with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905 and
+# kin). One lock makes the parses sequential; the cache parses each expected value once, since
+# every sample of a task is checked against the same tests.
+_PARSE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Any:
+    with _PARSE_LOCK:
+        return ast.literal_eval(text)
+
+
 def parse_expected(text: str) -> Any:
-    """The expected value of a structured test (the repr of a Python literal)."""
-    return ast.literal_eval(text)
+    """The expected value of a structured test (the repr of a Python literal).
+
+    Cached: callers must not mutate it (the comparisons here only read it)."""
+    return _parse(text)
 
 
 def values_match(expected: Any, actual: Any, comparison: Comparison = "eq") -> bool:
