@@ -28,8 +28,12 @@ from the run's solution and refinement records:
 ``--seeds A B`` compares two variants over all their seeds (per-seed pass@1, mean, spread and
 one McNemar test over the pooled (task, seed) pairs).
 
+``--update docs/RESULTS.md`` regenerates every table block of the write-up marked
+``<!-- results_table ARGS -->`` ... ``<!-- /results_table -->`` from the ARGS in its marker.
+
 Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
-       [--seeds A B]
+       [--seeds A B] [--no-results]
+       python experiments/results_table.py --update MARKDOWN
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 BENCHES = ("mbpp-test", "humaneval")
@@ -247,9 +252,9 @@ def seed_table(run: Path, a: str, b: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, help="run directory")
+    ap.add_argument("run", type=Path, nargs="?", help="run directory")
     ap.add_argument(
         "--rows",
         nargs="+",
@@ -261,18 +266,55 @@ def main() -> None:
     ap.add_argument(
         "--seeds", nargs=2, metavar=("A", "B"), help="A vs B over every seed evaluated for both"
     )
-    args = ap.parse_args()
+    ap.add_argument("--no-results", action="store_true", help="leave out the pass@1 table")
+    ap.add_argument(
+        "--update",
+        type=Path,
+        metavar="MARKDOWN",
+        help="rewrite every '<!-- results_table ARGS -->' ... '<!-- /results_table -->' block "
+        "of this file with the tables those ARGS print",
+    )
+    return ap
+
+
+def render(args: argparse.Namespace) -> str:
+    if args.run is None:
+        raise SystemExit("results_table: give a run directory")
     rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
-    print(results_table(args.run, rows))
+    parts = [] if args.no_results else [results_table(args.run, rows)]
     if args.pair:
-        print()
-        print(pair_table(args.run, [tuple(p) for p in args.pair]))
+        parts.append(pair_table(args.run, [tuple(p) for p in args.pair]))
     if args.seeds:
-        print()
-        print(seed_table(args.run, *args.seeds))
+        parts.append(seed_table(args.run, *args.seeds))
     if args.training:
-        print()
-        print(training_table(args.run, [r for r in rows if r != "base"]))
+        parts.append(training_table(args.run, [r for r in rows if r != "base"]))
+    return "\n\n".join(parts)
+
+
+_BLOCK = re.compile(
+    r"(<!-- results_table (?P<args>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /results_table -->)", re.S
+)
+
+
+def update(markdown: Path) -> int:
+    """Regenerate the marked blocks in place; returns how many there were."""
+    text = markdown.read_text(encoding="utf-8")
+
+    def fill(m: re.Match) -> str:
+        args = _parser().parse_args(shlex.split(m["args"]))
+        return f"{m[1]}{render(args)}\n{m[4]}"
+
+    new, count = _BLOCK.subn(fill, text)
+    markdown.write_text(new, encoding="utf-8")
+    return count
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.update:
+        print(f"{args.update}: {update(args.update)} table block(s) regenerated")
+        return
+    print(render(args))
 
 
 if __name__ == "__main__":

@@ -96,3 +96,23 @@ def test_seed_table_pools_discordant_pairs_over_seeds(tmp_path: Path):
         "| 2 | 3 | 1.00 |" in table
     )
     assert "| mbpp-test | none yet |" in table
+
+
+def test_update_rewrites_only_the_marked_blocks(tmp_path: Path):
+    run = tmp_path / "run"
+    _eval(run, "base", "mbpp-test", [True, False])
+    md = tmp_path / "RESULTS.md"
+    md.write_text(
+        "intro\n"
+        f"<!-- results_table {run} --rows base -->\nstale table\n<!-- /results_table -->\n"
+        "middle\n"
+        f"<!-- results_table {run} --rows base --no-results --pair base base -->\n"
+        "<!-- /results_table -->\nend\n"
+    )
+    assert rt.update(md) == 2
+    text = md.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "| base | 0 | 50.0% | pending |" in text
+    assert "| base | base | mbpp-test (2) | 50.0% | 50.0% | 0 | 0 | 1.00 |" in text
+    assert text.count("| row |") == 1  # --no-results left the second block's pass@1 table out
+    assert rt.update(md) == 2 and md.read_text() == text  # idempotent
