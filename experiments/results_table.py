@@ -2,8 +2,8 @@
 
 Numbers in the write-up come from here, never typed by hand. For every evaluated row it reads
 ``eval/<row>/<benchmark>/report.json`` (pass@1 at step 0, and on HumanEval after the refinement
-steps and the equal-budget resampling arm), the training-set size from ``data/<variant>.jsonl``
-and the training wall time from the model's ``train_summary.json`` when it is there.
+steps and the equal-budget resampling arm) and the training-set size from the model's
+``train_summary.json`` (else from ``data/<variant>.jsonl``).
 
 Paired comparisons (``--pair A B``) use the per-task verdicts of step 0
 (``samples_base.jsonl``): both rows answered the same tasks with greedy decoding, so the exact
@@ -102,7 +102,8 @@ def results_table(run: Path, rows: list[str]) -> str:
     for row in rows:
         m = _SEED.match(row)
         variant = m["variant"] if m else row
-        n = 0 if row == "base" else _rows(run, variant)
+        summary = None if row == "base" else _summary(run, row)
+        n = 0 if row == "base" else summary["examples"] if summary else _rows(run, variant)
         mbpp = _report(run, row, "mbpp-test")
         he = _report(run, row, "humaneval")
         refine_steps = he["refine_steps"] if he else 0
