@@ -243,11 +243,16 @@ def seed_table(run: Path, a: str, b: str) -> str:
         def pct(xs: list[float]) -> str:
             return ", ".join(f"{100 * x:.1f}%" for x in xs)
 
+        spread = (
+            f"{100 * (max(rates_a) - min(rates_a)):.1f} / "
+            f"{100 * (max(rates_b) - min(rates_b)):.1f} pts"
+            if len(used) > 1
+            else "one seed"
+        )
         lines.append(
             f"| {bench} | {', '.join(map(str, used))} | {pct(rates_a)} | {pct(rates_b)} "
             f"| {100 * sum(rates_a) / len(used):.1f}% | {100 * sum(rates_b) / len(used):.1f}% "
-            f"| {100 * (max(rates_a) - min(rates_a)):.1f} / "
-            f"{100 * (max(rates_b) - min(rates_b)):.1f} pts "
+            f"| {spread} "
             f"| {only_a} | {only_b} | {mcnemar_p(only_a, only_b):.2f} |"
         )
     return "\n".join(lines)

@@ -96,6 +96,11 @@ def test_seed_table_pools_discordant_pairs_over_seeds(tmp_path: Path):
         "| 2 | 3 | 1.00 |" in table
     )
     assert "| mbpp-test | none yet |" in table
+    _eval(tmp_path, "persd", "mbpp-test", [True])
+    _eval(tmp_path, "stand", "mbpp-test", [False])
+    assert "| 100.0% | 0.0% | one seed | 1 | 0 | 1.00 |" in rt.seed_table(
+        tmp_path, "persd", "stand"
+    )
 
 
 def test_update_rewrites_only_the_marked_blocks(tmp_path: Path):
