@@ -171,7 +171,7 @@ class _Finalised:
         sum(range(50))  # Python code run by the GC inside a parse: another thread may get in
 
 
-def test_expected_values_parse_safely_from_many_threads():
+def test_tests_parse_safely_from_many_threads():
     # The pool scores samples in threads. On CPython 3.11 concurrent AST building corrupts
     # the interpreter-wide recursion counter ("AST constructor recursion depth mismatch"):
     # without the lock this failed within a few seconds, killing a 25-minute evaluation.
@@ -185,6 +185,9 @@ def test_expected_values_parse_safely_from_many_threads():
                     a.other, b.other = b, a
                 text = repr([[k, i, j, (j, [j, {"k": [j] * 3}])] for j in range(60)])
                 assert parse_expected(text)[0][:2] == [k, i]
+                # MBPP's assert tests are parsed and compiled in the same threads
+                split = split_assert(f"assert f({text}) == [{k}, {i}]")
+                assert split.remote == (f"f({text})",)
         except SystemError as e:
             errors.append(str(e))
 

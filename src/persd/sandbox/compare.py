@@ -10,28 +10,21 @@ from __future__ import annotations
 import ast
 import functools
 import math
-import threading
 from typing import Any
 
 from persd.records import Comparison
+from persd.sandbox.ast_lock import AST_LOCK
 
 # Docstring examples print floats rounded for humans; model answers differ in the last bits.
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
 
 
-# CPython 3.11 keeps the AST constructor's recursion counter in interpreter-wide state: two
-# threads building ASTs at once (the pool scores samples in threads, and a garbage collection
-# inside one parse can run a finalizer that lets another thread in) corrupt it, and the parse
-# fails with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905 and
-# kin). One lock makes the parses sequential; the cache parses each expected value once, since
-# every sample of a task is checked against the same tests.
-_PARSE_LOCK = threading.Lock()
-
-
+# Parsed under the parent's one AST lock (see ast_lock); cached, since every sample of a task
+# is checked against the same tests.
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> Any:
-    with _PARSE_LOCK:
+    with AST_LOCK:
         return ast.literal_eval(text)
 
 

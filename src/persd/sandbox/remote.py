@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from persd.sandbox.ast_lock import AST_LOCK
+
 TRUSTED_MODULES = {"math": math}
 _SCOPED = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -102,6 +104,11 @@ class _Splitter(ast.NodeTransformer):
 @lru_cache(maxsize=4096)
 def split_assert(source: str, trusted_names: frozenset[str] = frozenset()) -> SplitAssert:
     """Split one ``assert`` statement; raises SyntaxError/ValueError if it is not one."""
+    with AST_LOCK:  # parsed and compiled from the scoring threads: see ast_lock
+        return _split(source, trusted_names)
+
+
+def _split(source: str, trusted_names: frozenset[str]) -> SplitAssert:
     tree = ast.parse(source.strip())
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError(f"not a single assert statement: {source[:80]!r}")
