@@ -63,12 +63,36 @@ def _pass1(report: dict | None, arm: str = "base", step: int | None = None) -> f
     return steps[-1]["pass_at"]["1"] if steps else None
 
 
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _verdicts(run: Path, row: str, bench: str) -> dict[str, bool] | None:
     path = run / "eval" / row / bench / "samples_base.jsonl"
     if not path.exists():
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["task_id"]: bool(r["passed"]) for r in rows if r["index"] == 0}
+    return {r["task_id"]: bool(r["passed"]) for r in _records(path) if r["index"] == 0}
+
+
+def _paired(va: dict[str, bool], vb: dict[str, bool]) -> tuple[int, float, float, int, int]:
+    """On the tasks both answered: (how many, A's pass rate, B's, only A passed, only B)."""
+    common = set(va) & set(vb)
+    n = len(common)
+    return (
+        n,
+        sum(va[t] for t in common) / n,
+        sum(vb[t] for t in common) / n,
+        sum(va[t] and not vb[t] for t in common),
+        sum(vb[t] and not va[t] for t in common),
+    )
+
+
+def _variant(row: str) -> str:
+    """The training set behind a row name (``<variant>-s<seed>`` is another seed of it)."""
+    m = _SEED.match(row)
+    return m["variant"] if m else row
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -100,10 +124,8 @@ def results_table(run: Path, rows: list[str]) -> str:
     )
     lines = [head]
     for row in rows:
-        m = _SEED.match(row)
-        variant = m["variant"] if m else row
         summary = None if row == "base" else _summary(run, row)
-        n = 0 if row == "base" else summary["examples"] if summary else _rows(run, variant)
+        n = 0 if row == "base" else summary["examples"] if summary else _rows(run, _variant(row))
         mbpp = _report(run, row, "mbpp-test")
         he = _report(run, row, "humaneval")
         refine_steps = he["refine_steps"] if he else 0
@@ -114,12 +136,6 @@ def results_table(run: Path, rows: list[str]) -> str:
             f"| {_fmt(_pass1(he, 'resample', refine_steps) if refine_steps else None)} |"
         )
     return "\n".join(lines)
-
-
-def _records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def teacher_tokens(run: Path) -> dict[str, int]:
@@ -164,9 +180,7 @@ def training_table(run: Path, rows: list[str]) -> str:
         s = _summary(run, row)
         if s is None:
             continue
-        m = _SEED.match(row)
-        variant = m["variant"] if m else row
-        spent = tokens.get(variant)
+        spent = tokens.get(_variant(row))
         lines.append(
             f"| {row} | {s['examples']} | {s['steps']} | {s['final_loss']:.3f} "
             f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} |"
@@ -186,13 +200,9 @@ def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
             if va is None or vb is None:
                 lines.append(f"| {a} | {b} | {bench} | | | | | pending |")
                 continue
-            common = sorted(set(va) & set(vb))
-            only_a = sum(va[t] and not vb[t] for t in common)
-            only_b = sum(vb[t] and not va[t] for t in common)
-            pa = sum(va[t] for t in common) / len(common)
-            pb = sum(vb[t] for t in common) / len(common)
+            n, pa, pb, only_a, only_b = _paired(va, vb)
             lines.append(
-                f"| {a} | {b} | {bench} ({len(common)}) | {100 * pa:.1f}% | {100 * pb:.1f}% "
+                f"| {a} | {b} | {bench} ({n}) | {100 * pa:.1f}% | {100 * pb:.1f}% "
                 f"| {only_a} | {only_b} | {mcnemar_p(only_a, only_b):.2f} |"
             )
     return "\n".join(lines)
@@ -230,12 +240,12 @@ def seed_table(run: Path, a: str, b: str) -> str:
             va, vb = _verdicts(run, name(a, seed), bench), _verdicts(run, name(b, seed), bench)
             if va is None or vb is None:
                 continue
-            common = sorted(set(va) & set(vb))
+            _, pa, pb, more_a, more_b = _paired(va, vb)
             used.append(seed)
-            rates_a.append(sum(va[t] for t in common) / len(common))
-            rates_b.append(sum(vb[t] for t in common) / len(common))
-            only_a += sum(va[t] and not vb[t] for t in common)
-            only_b += sum(vb[t] and not va[t] for t in common)
+            rates_a.append(pa)
+            rates_b.append(pb)
+            only_a += more_a
+            only_b += more_b
         if not used:
             lines.append(f"| {bench} | none yet | | | | | | | | pending |")
             continue

@@ -95,7 +95,7 @@ def eval_command(
     gen = (
         "unknown (resumed from an older journal)"
         if report.generate_s is None
-        else (f"{report.generate_s:,.0f} s")
+        else f"{report.generate_s:,.0f} s"
     )
     resumed = f", {report.batches_resumed} batches resumed" if report.batches_resumed else ""
     console.print(f"generation {gen}, scoring {report.score_s:,.1f} s{resumed}")

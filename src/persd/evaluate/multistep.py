@@ -177,7 +177,8 @@ def _generate(
     return out
 
 
-def _score(samples: Sequence[_Sample], sandbox: Sandbox, report: EvalReport) -> None:
+def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> float:
+    """Score every sample on its seen and hidden tests; returns the seconds it took."""
     start = time.perf_counter()
     jobs, slots = [], []
     for s in samples:
@@ -189,7 +190,7 @@ def _score(samples: Sequence[_Sample], sandbox: Sandbox, report: EvalReport) -> 
     for i, fb in sandbox.imap(jobs):
         sample, test_set = slots[i]
         setattr(sample, test_set, fb)
-    report.score_s += time.perf_counter() - start
+    return time.perf_counter() - start
 
 
 def _step_score(
@@ -275,7 +276,7 @@ def evaluate_student(
                 samples.append(_Sample(task, i, code, history=[{"step": 0, "raw": text}]))
         if on_progress:
             on_progress("sample", min(start + 8, len(tasks)), len(tasks))
-    _score(samples, sandbox, report)
+    report.score_s += _score(samples, sandbox)
     report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
     arms: dict[str, list[_Sample]] = {
         "refine": [_copy(s) for s in samples],
@@ -288,7 +289,7 @@ def evaluate_student(
             _one_step(
                 student, todo, arm, step, chat=chat, params=params, report=report, journal=journal
             )
-            _score(todo, sandbox, report)
+            report.score_s += _score(todo, sandbox)
             total += len(todo)
             report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, ks))
             if on_progress:
