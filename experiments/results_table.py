@@ -28,11 +28,15 @@ from the run's solution and refinement records:
 ``--seeds A B`` compares two variants over all their seeds (per-seed pass@1, mean, spread and
 one McNemar test over the pooled (task, seed) pairs).
 
+``--pair`` tables also give each p Holm-adjusted over every test in the table: a table of
+thirty tests shows a p near 0.05 by chance alone. ``--outcomes BENCH`` counts how each row's
+step-0 programs ended (passed, wrong answer, exception, syntax error, timeout).
+
 ``--update docs/RESULTS.md`` regenerates every table block of the write-up marked
 ``<!-- results_table ARGS -->`` ... ``<!-- /results_table -->`` from the ARGS in its marker.
 
 Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
-       [--seeds A B] [--no-results]
+       [--seeds A B] [--outcomes BENCH] [--no-results]
        python experiments/results_table.py --update MARKDOWN
 """
 
@@ -103,6 +107,23 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     k = min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values, in their input order.
+
+    A table of many paired tests will show a p near 0.05 by chance alone; the adjusted value
+    is what that p means once the whole table is counted (family-wise error, no independence
+    assumed). Sorted ascending, the i-th smallest (0-based) of m is multiplied by m - i, and
+    each adjusted value is kept at least as large as the one before it.
+    """
+    m = len(ps)
+    out = [0.0] * m
+    running = 0.0
+    for i, k in enumerate(sorted(range(m), key=ps.__getitem__)):
+        running = max(running, min(1.0, (m - i) * ps[k]))
+        out[k] = running
+    return out
 
 
 def _rows(run: Path, variant: str) -> int | None:
@@ -189,22 +210,57 @@ def training_table(run: Path, rows: list[str]) -> str:
 
 
 def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
+    """One exact McNemar test per pair and benchmark, and the same p Holm-adjusted over every
+    test in this table (the tests the table reports are one family)."""
     lines = [
         "| A | B | benchmark | A pass@1 | B pass@1 | only A passed | only B passed "
-        "| exact McNemar p |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| exact McNemar p | Holm-adjusted p |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    cells: list[tuple[str, float | None]] = []
     for a, b in pairs:
         for bench in BENCHES:
             va, vb = _verdicts(run, a, bench), _verdicts(run, b, bench)
             if va is None or vb is None:
-                lines.append(f"| {a} | {b} | {bench} | | | | | pending |")
+                cells.append((f"| {a} | {b} | {bench} | | | | | pending", None))
                 continue
             n, pa, pb, only_a, only_b = _paired(va, vb)
-            lines.append(
-                f"| {a} | {b} | {bench} ({n}) | {100 * pa:.1f}% | {100 * pb:.1f}% "
-                f"| {only_a} | {only_b} | {mcnemar_p(only_a, only_b):.2f} |"
+            p = mcnemar_p(only_a, only_b)
+            cells.append(
+                (
+                    f"| {a} | {b} | {bench} ({n}) | {100 * pa:.1f}% | {100 * pb:.1f}% "
+                    f"| {only_a} | {only_b} | {p:.2f}",
+                    p,
+                )
             )
+    adjusted = iter(holm([p for _, p in cells if p is not None]))
+    for text, p in cells:
+        lines.append(f"{text} | |" if p is None else f"{text} | {next(adjusted):.2f} |")
+    return "\n".join(lines)
+
+
+OUTCOMES = ("passed", "failed", "error", "syntax_error", "timeout")
+
+
+def outcome_table(run: Path, rows: list[str], bench: str) -> str:
+    """How each row's step-0 programs ended on one benchmark (hidden tests): passed, a wrong
+    answer (``failed``), an exception (``error``), unparsable code, a timeout. Training can
+    change the kind of failure long before it changes the pass rate."""
+    lines = [
+        f"| row ({bench}) | " + " | ".join(OUTCOMES) + " | other |",
+        "|---|" + "---:|" * (len(OUTCOMES) + 1),
+    ]
+    for row in rows:
+        path = run / "eval" / row / bench / "samples_base.jsonl"
+        if not path.exists():
+            continue
+        counts: dict[str, int] = {}
+        for r in _records(path):
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        other = sum(v for k, v in counts.items() if k not in OUTCOMES)
+        lines.append(
+            f"| {row} | " + " | ".join(str(counts.get(k, 0)) for k in OUTCOMES) + f" | {other} |"
+        )
     return "\n".join(lines)
 
 
@@ -284,6 +340,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--no-results", action="store_true", help="leave out the pass@1 table")
     ap.add_argument(
+        "--outcomes",
+        choices=BENCHES,
+        help="also print how each row's step-0 programs ended on this benchmark",
+    )
+    ap.add_argument(
         "--update",
         type=Path,
         metavar="MARKDOWN",
@@ -302,6 +363,8 @@ def render(args: argparse.Namespace) -> str:
         parts.append(pair_table(args.run, [tuple(p) for p in args.pair]))
     if args.seeds:
         parts.append(seed_table(args.run, *args.seeds))
+    if args.outcomes:
+        parts.append(outcome_table(args.run, rows, args.outcomes))
     if args.training:
         parts.append(training_table(args.run, [r for r in rows if r != "base"]))
     return "\n\n".join(parts)

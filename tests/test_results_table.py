@@ -24,6 +24,17 @@ def test_mcnemar_matches_the_binomial_test_by_hand():
     assert rt.mcnemar_p(0, 6) == pytest.approx(2 / 64)
 
 
+def test_holm_adjusts_by_rank_and_keeps_the_order():
+    # sorted 0.01, 0.02, 0.04, 0.30 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.30
+    assert rt.holm([0.04, 0.30, 0.01, 0.02]) == pytest.approx([0.08, 0.30, 0.04, 0.06])
+    # monotone: a larger raw p never gets a smaller adjusted one; capped at 1
+    # 0.01 x 2 = 0.02, then 0.012 x 1 = 0.012 is raised to 0.02
+    assert rt.holm([0.012, 0.01]) == pytest.approx([0.02, 0.02])
+    assert rt.holm([0.02, 0.011, 0.9]) == pytest.approx([0.04, 0.033, 0.9])
+    assert rt.holm([0.6, 0.7]) == [1.0, 1.0]
+    assert rt.holm([]) == []
+
+
 def _eval(run: Path, row: str, bench: str, verdicts: list[bool], refine: float | None = None):
     out = run / "eval" / row / bench
     out.mkdir(parents=True)
@@ -50,8 +61,30 @@ def test_tables_read_reports_rows_and_paired_verdicts(tmp_path: Path):
     assert "| persd | 3 | 75.0% | pending |" in table
     assert "| persd-s43 | 3 | pending | 50.0% | 50.0% | 25.0% |" in table
     pairs = rt.pair_table(tmp_path, [("persd", "base")])
-    assert "| persd | base | mbpp-test (4) | 75.0% | 25.0% | 2 | 0 | 0.50 |" in pairs
-    assert "| persd | base | humaneval | | | | | pending |" in pairs
+    assert "| persd | base | mbpp-test (4) | 75.0% | 25.0% | 2 | 0 | 0.50 | 0.50 |" in pairs
+    assert "| persd | base | humaneval | | | | | pending | |" in pairs
+
+
+def test_pair_table_adjusts_over_the_whole_table(tmp_path: Path):
+    _eval(tmp_path, "a", "mbpp-test", [True] * 6 + [False] * 4)
+    _eval(tmp_path, "b", "mbpp-test", [False] * 10)
+    _eval(tmp_path, "c", "mbpp-test", [True] * 3 + [False] * 7)
+    table = rt.pair_table(tmp_path, [("a", "b"), ("c", "b")])
+    # a vs b: 6 vs 0 -> p = 2/64 = 0.03125; c vs b: 3 vs 0 -> 0.25; Holm: 0.0625 and 0.25
+    assert "| 6 | 0 | 0.03 | 0.06 |" in table
+    assert "| 3 | 0 | 0.25 | 0.25 |" in table
+
+
+def test_outcome_table_counts_how_programs_ended(tmp_path: Path):
+    out = tmp_path / "eval" / "persd" / "humaneval"
+    statuses = ["passed", "failed", "failed", "error", "syntax_error", "timeout", None]
+    _jsonl(
+        out / "samples_base.jsonl",
+        [{"task_id": f"T/{i}", "index": 0, "status": s} for i, s in enumerate(statuses)],
+    )
+    table = rt.outcome_table(tmp_path, ["persd", "stand"], "humaneval")
+    assert "| persd | 1 | 2 | 1 | 1 | 1 | 1 |" in table
+    assert "| stand |" not in table  # not evaluated: no row
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -118,6 +151,6 @@ def test_update_rewrites_only_the_marked_blocks(tmp_path: Path):
     text = md.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
     assert "| base | 0 | 50.0% | pending |" in text
-    assert "| base | base | mbpp-test (2) | 50.0% | 50.0% | 0 | 0 | 1.00 |" in text
+    assert "| base | base | mbpp-test (2) | 50.0% | 50.0% | 0 | 0 | 1.00 | 1.00 |" in text
     assert text.count("| row |") == 1  # --no-results left the second block's pass@1 table out
     assert rt.update(md) == 2 and md.read_text() == text  # idempotent
