@@ -240,26 +240,35 @@ def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
 
 
 OUTCOMES = ("passed", "failed", "error", "syntax_error", "timeout")
+_DEF = re.compile(r"^\s*(async\s+)?def\s+\w", re.MULTILINE)
 
 
 def outcome_table(run: Path, rows: list[str], bench: str) -> str:
     """How each row's step-0 programs ended on one benchmark (hidden tests): passed, a wrong
     answer (``failed``), an exception (``error``), unparsable code, a timeout. Training can
-    change the kind of failure long before it changes the pass rate."""
+    change the kind of failure long before it changes the pass rate.
+
+    The last column counts programs with no ``def`` line at all: a student that learned a
+    prompt format the benchmark does not use (e.g. always being given the signature) replies
+    with no function, which ``error`` alone would hide among ordinary exceptions."""
     lines = [
-        f"| row ({bench}) | " + " | ".join(OUTCOMES) + " | other |",
-        "|---|" + "---:|" * (len(OUTCOMES) + 1),
+        f"| row ({bench}) | " + " | ".join(OUTCOMES) + " | other | no `def` |",
+        "|---|" + "---:|" * (len(OUTCOMES) + 2),
     ]
     for row in rows:
         path = run / "eval" / row / bench / "samples_base.jsonl"
         if not path.exists():
             continue
         counts: dict[str, int] = {}
+        no_def = 0
         for r in _records(path):
             counts[r["status"]] = counts.get(r["status"], 0) + 1
+            no_def += _DEF.search(r.get("completion") or "") is None
         other = sum(v for k, v in counts.items() if k not in OUTCOMES)
         lines.append(
-            f"| {row} | " + " | ".join(str(counts.get(k, 0)) for k in OUTCOMES) + f" | {other} |"
+            f"| {row} | "
+            + " | ".join(str(counts.get(k, 0)) for k in OUTCOMES)
+            + f" | {other} | {no_def} |"
         )
     return "\n".join(lines)
 

@@ -78,12 +78,25 @@ def test_pair_table_adjusts_over_the_whole_table(tmp_path: Path):
 def test_outcome_table_counts_how_programs_ended(tmp_path: Path):
     out = tmp_path / "eval" / "persd" / "humaneval"
     statuses = ["passed", "failed", "failed", "error", "syntax_error", "timeout", None]
+    completions = [
+        "def f(x):\n    return x\n",
+        "class A:\n    def f(self):\n        pass\n",
+        "async def g():\n    pass\n",
+        '"""\nWrite a function to add.\n"""\n',  # the prompt echoed, no function
+        "def f(:\n",
+        "def f():\n    while True: pass\n",
+        "",
+    ]
     _jsonl(
         out / "samples_base.jsonl",
-        [{"task_id": f"T/{i}", "index": 0, "status": s} for i, s in enumerate(statuses)],
+        [
+            {"task_id": f"T/{i}", "index": 0, "status": s, "completion": code}
+            for i, (s, code) in enumerate(zip(statuses, completions, strict=True))
+        ],
     )
     table = rt.outcome_table(tmp_path, ["persd", "stand"], "humaneval")
-    assert "| persd | 1 | 2 | 1 | 1 | 1 | 1 |" in table
+    # no `def`: the docstring-only reply and the empty one; an indented method counts as a def
+    assert "| persd | 1 | 2 | 1 | 1 | 1 | 1 | 2 |" in table
     assert "| stand |" not in table  # not evaluated: no row
 
 
