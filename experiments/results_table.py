@@ -30,13 +30,14 @@ one McNemar test over the pooled (task, seed) pairs).
 
 ``--pair`` tables also give each p Holm-adjusted over every test in the table: a table of
 thirty tests shows a p near 0.05 by chance alone. ``--outcomes BENCH`` counts how each row's
-step-0 programs ended (passed, wrong answer, exception, syntax error, timeout).
+step-0 programs ended (passed, wrong answer, exception, syntax error, timeout);
+``--refine-effect`` what the refinement steps did to the programs they refined.
 
 ``--update docs/RESULTS.md`` regenerates every table block of the write-up marked
 ``<!-- results_table ARGS -->`` ... ``<!-- /results_table -->`` from the ARGS in its marker.
 
 Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
-       [--seeds A B] [--outcomes BENCH] [--no-results]
+       [--seeds A B] [--outcomes BENCH] [--refine-effect] [--no-results]
        python experiments/results_table.py --update MARKDOWN
 """
 
@@ -273,6 +274,32 @@ def outcome_table(run: Path, rows: list[str], bench: str) -> str:
     return "\n".join(lines)
 
 
+def refine_effect_table(run: Path, rows: list[str], bench: str = "humaneval") -> str:
+    """What the refinement steps did to the programs they were given: the step-0 programs that
+    failed their SEEN tests (the only ones refined), how many the steps rewrote, and how many
+    then pass the seen and the hidden tests. A flat refinement column can mean the student
+    repeats itself or rewrites without fixing; this table tells the two apart."""
+    lines = [
+        f"| row ({bench}) | refined (failed seen tests at step 0) | rewritten | "
+        "now pass seen tests | now pass hidden tests |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        out = run / "eval" / row / bench
+        final = _records(out / "samples_refine.jsonl")
+        if not final:
+            continue
+        step0 = {(r["task_id"], r["index"]): r for r in _records(out / "samples_base.jsonl")}
+        targets = [r for r in final if step0[(r["task_id"], r["index"])]["seen_status"] != "passed"]
+        rewritten = sum(
+            r["completion"] != step0[(r["task_id"], r["index"])]["completion"] for r in targets
+        )
+        seen = sum(r["seen_status"] == "passed" for r in targets)
+        hidden = sum(bool(r["passed"]) for r in targets)
+        lines.append(f"| {row} | {len(targets)} | {rewritten} | {seen} | {hidden} |")
+    return "\n".join(lines)
+
+
 def seed_table(run: Path, a: str, b: str) -> str:
     """Two variants over every seed evaluated for both: pass@1 per seed, the mean and the
     spread (max - min), and one exact McNemar test over all (task, seed) pairs.
@@ -354,6 +381,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also print how each row's step-0 programs ended on this benchmark",
     )
     ap.add_argument(
+        "--refine-effect",
+        action="store_true",
+        help="also print what the HumanEval refinement steps did to the programs they refined",
+    )
+    ap.add_argument(
         "--update",
         type=Path,
         metavar="MARKDOWN",
@@ -374,6 +406,8 @@ def render(args: argparse.Namespace) -> str:
         parts.append(seed_table(args.run, *args.seeds))
     if args.outcomes:
         parts.append(outcome_table(args.run, rows, args.outcomes))
+    if args.refine_effect:
+        parts.append(refine_effect_table(args.run, rows))
     if args.training:
         parts.append(training_table(args.run, [r for r in rows if r != "base"]))
     return "\n\n".join(parts)

@@ -167,3 +167,38 @@ def test_update_rewrites_only_the_marked_blocks(tmp_path: Path):
     assert "| base | base | mbpp-test (2) | 50.0% | 50.0% | 0 | 0 | 1.00 | 1.00 |" in text
     assert text.count("| row |") == 1  # --no-results left the second block's pass@1 table out
     assert rt.update(md) == 2 and md.read_text() == text  # idempotent
+
+
+def test_refine_effect_counts_only_the_programs_that_were_refined(tmp_path: Path):
+    out = tmp_path / "eval" / "persd" / "humaneval"
+
+    def rec(i: int, code: str, seen: str, passed: bool) -> dict:
+        return {
+            "task_id": f"T/{i}",
+            "index": 0,
+            "completion": code,
+            "seen_status": seen,
+            "passed": passed,
+        }
+
+    _jsonl(
+        out / "samples_base.jsonl",
+        [
+            rec(0, "a", "passed", True),  # passed its seen tests: never refined
+            rec(1, "b", "failed", False),  # rewritten, now passes seen and hidden
+            rec(2, "c", "failed", False),  # rewritten, passes seen only
+            rec(3, "d", "error", False),  # left as it was
+        ],
+    )
+    _jsonl(
+        out / "samples_refine.jsonl",
+        [
+            rec(0, "a2", "passed", True),
+            rec(1, "b2", "passed", True),
+            rec(2, "c2", "passed", False),
+            rec(3, "d", "error", False),
+        ],
+    )
+    table = rt.refine_effect_table(tmp_path, ["persd", "stand"])
+    assert "| persd | 3 | 2 | 2 | 1 |" in table
+    assert "| stand |" not in table  # no refinement run: no row
