@@ -290,13 +290,16 @@ def refine_effect_table(run: Path, rows: list[str], bench: str = "humaneval") ->
         if not final:
             continue
         step0 = {(r["task_id"], r["index"]): r for r in _records(out / "samples_base.jsonl")}
-        targets = [r for r in final if step0[(r["task_id"], r["index"])]["seen_status"] != "passed"]
-        rewritten = sum(
-            r["completion"] != step0[(r["task_id"], r["index"])]["completion"] for r in targets
-        )
-        seen = sum(r["seen_status"] == "passed" for r in targets)
-        hidden = sum(bool(r["passed"]) for r in targets)
-        lines.append(f"| {row} | {len(targets)} | {rewritten} | {seen} | {hidden} |")
+        # (step-0 record, final record) for every program the steps were given
+        refined = [
+            (first, r)
+            for r in final
+            if (first := step0[(r["task_id"], r["index"])])["seen_status"] != "passed"
+        ]
+        rewritten = sum(first["completion"] != r["completion"] for first, r in refined)
+        seen = sum(r["seen_status"] == "passed" for _, r in refined)
+        hidden = sum(bool(r["passed"]) for _, r in refined)
+        lines.append(f"| {row} | {len(refined)} | {rewritten} | {seen} | {hidden} |")
     return "\n".join(lines)
 
 
