@@ -138,6 +138,22 @@ def test_decontamination_removes_copies_of_benchmark_tasks():
     assert len(result.kept) + len(result.removed) == 51
 
 
+def test_decontamination_names_the_first_overlapping_benchmark_task():
+    # a pool task copying two benchmark tasks at once overlaps both; the report names the one
+    # that comes first in the benchmark, whatever the order of its n-grams in a set
+    bench = load_benchmark("mbpp-test")[:50]
+    pool = load_benchmark("mbpp-train")[:1]
+    both = pool[0].model_copy(
+        update={
+            "id": "mine/2",
+            "instruction": f"{bench[30].instruction}\n{bench[7].instruction}",
+            "reference": f"{bench[30].reference}\n{bench[7].reference}",
+        }
+    )
+    assert decontaminate([both], bench).removed["mine/2"] == bench[7].id
+    assert decontaminate([both], bench[::-1]).removed["mine/2"] == bench[30].id
+
+
 def _call(cid: str, task_id: str, code: str, attempt_id: str | None = None) -> TeacherCall:
     return TeacherCall(
         id=cid,

@@ -51,11 +51,17 @@ class Contamination:
 def decontaminate(
     pool: Sequence[Task], benchmarks: Iterable[Task], *, n: int = 13
 ) -> Contamination:
-    """Remove pool tasks sharing a word n-gram with any benchmark task (same id: removed too)."""
+    """Remove pool tasks sharing a word n-gram with any benchmark task (same id: removed too).
+
+    Each removed task is reported with the first benchmark task (in the order given) it
+    overlaps, so the report is the same on every run.
+    """
     index: dict[tuple[str, ...], str] = {}
+    order: dict[str, int] = {}
     bench_ids = set()
     for task in benchmarks:
         bench_ids.add(task.id)
+        order.setdefault(task.id, len(order))
         for gram in _ngrams(_task_text(task), n):
             index.setdefault(gram, task.id)
     kept, removed = [], {}
@@ -63,9 +69,12 @@ def decontaminate(
         if task.id in bench_ids:
             removed[task.id] = task.id
             continue
-        hit = next((index[g] for g in _ngrams(_task_text(task), n) if g in index), None)
-        if hit is None:
+        # Every overlapping benchmark task, then the first in benchmark order: a set's order
+        # follows the process's string hashing, so picking "any" hit named a different
+        # benchmark task from one run to the next.
+        hits = {index[g] for g in _ngrams(_task_text(task), n) if g in index}
+        if not hits:
             kept.append(task)
         else:
-            removed[task.id] = hit
+            removed[task.id] = min(hits, key=order.__getitem__)
     return Contamination(kept=tuple(kept), removed=removed, ngram=n)
