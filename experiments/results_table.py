@@ -16,8 +16,9 @@ live outside the run dir; only their evaluations are kept).
 
 ``--training`` adds the cost table: per trained model, its rows, optimizer steps, final loss and
 training wall time (``train_summary.json`` under ``models/<variant>``, ``models-seed<seed>/`` or
-``models-released/``), and the teacher tokens (in + out) of the calls its data needed, summed
-from the run's solution and refinement records:
+``models-released/``), each evaluation's wall time (``generate_s`` + ``score_s`` of its
+report), and the teacher tokens (in + out) of the calls its data needed, summed from the run's
+solution and refinement records:
 
 - StanD and StanD-matched: the direct solution of every pool task (a matched subset still needed
   every task solved and verified to choose from);
@@ -191,12 +192,27 @@ def _summary(run: Path, row: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _eval_wall(run: Path, row: str, bench: str) -> str:
+    """One evaluation's wall time (generation + scoring) from its report.
+
+    Reports written before ``generate_s`` existed, or resumed from journal batches that carry
+    no seconds, have none: the cell says so rather than showing a partial sum.
+    """
+    report = _report(run, row, bench)
+    if report is None:
+        return "pending"
+    if report.get("generate_s") is None:
+        return "not recorded"
+    return f"{report['generate_s'] + (report.get('score_s') or 0.0):,.0f} s"
+
+
 def training_table(run: Path, rows: list[str]) -> str:
     tokens = teacher_tokens(run)
     lines = [
         "| model | rows | optimizer steps | final loss | training wall "
-        "| teacher tokens (in + out) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| teacher tokens (in + out) | HumanEval evaluation wall (3 arms) "
+        "| MBPP test evaluation wall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         s = _summary(run, row)
@@ -205,7 +221,8 @@ def training_table(run: Path, rows: list[str]) -> str:
         spent = tokens.get(_variant(row))
         lines.append(
             f"| {row} | {s['examples']} | {s['steps']} | {s['final_loss']:.3f} "
-            f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} |"
+            f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} "
+            f"| {_eval_wall(run, row, 'humaneval')} | {_eval_wall(run, row, 'mbpp-test')} |"
         )
     return "\n".join(lines)
 

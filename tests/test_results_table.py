@@ -122,9 +122,18 @@ def test_teacher_tokens_follow_what_each_variant_needed(tmp_path: Path):
     _jsonl(tmp_path / "models" / "persd" / "train_summary.json", [summary])
     _jsonl(tmp_path / "models-seed43" / "stand" / "train_summary.json", [summary])
     _jsonl(tmp_path / "models-released" / "released_inpd" / "train_summary.json", [summary])
+    # evaluation wall: generation + scoring where recorded; an old report without it says so
+    _jsonl(
+        tmp_path / "eval" / "persd" / "humaneval" / "report.json",
+        [{"steps": [], "generate_s": 100.4, "score_s": 20.2}],
+    )
+    _jsonl(
+        tmp_path / "eval" / "persd" / "mbpp-test" / "report.json",
+        [{"steps": [], "generate_s": None, "score_s": 3.0}],
+    )
     table = rt.training_table(tmp_path, ["persd", "stand-s43", "released_inpd", "inpd"])
-    assert "| persd | 3 | 1 | 0.500 | 1,234 s | 70 |" in table
-    assert "| stand-s43 | 3 | 1 | 0.500 | 1,234 s | 42 |" in table
+    assert "| persd | 3 | 1 | 0.500 | 1,234 s | 70 | 121 s | not recorded |" in table
+    assert "| stand-s43 | 3 | 1 | 0.500 | 1,234 s | 42 | pending | pending |" in table
     assert "| released_inpd | 3 | 1 | 0.500 | 1,234 s | released (not ours) |" in table
     assert "| inpd |" not in table  # not trained: no row rather than a made-up one
 
