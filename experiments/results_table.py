@@ -34,11 +34,16 @@ thirty tests shows a p near 0.05 by chance alone. ``--outcomes BENCH`` counts ho
 step-0 programs ended (passed, wrong answer, exception, syntax error, timeout);
 ``--refine-effect`` what the refinement steps did to the programs they refined.
 
+``--data RUN...`` prints each run's data stage from its stage records (seen-test pass rate of
+the attempts, verified teacher solutions and refinements with 95% Wilson intervals, teacher
+tokens, training rows); ``--same-tasks`` restricts them to the tasks all of them attempted.
+
 ``--update docs/RESULTS.md`` regenerates every table block of the write-up marked
 ``<!-- results_table ARGS -->`` ... ``<!-- /results_table -->`` from the ARGS in its marker.
 
 Usage: python experiments/results_table.py RUN_DIR [--rows ROW...] [--pair A B]... [--training]
        [--seeds A B] [--outcomes BENCH] [--refine-effect] [--no-results]
+       python experiments/results_table.py --data RUN [RUN...] [--same-tasks]
        python experiments/results_table.py --update MARKDOWN
 """
 
@@ -161,10 +166,16 @@ def results_table(run: Path, rows: list[str]) -> str:
     return "\n".join(lines)
 
 
-def teacher_tokens(run: Path) -> dict[str, int]:
-    """Teacher tokens (in + out) behind each variant's data; see the module docstring."""
+def teacher_tokens(run: Path, tasks: set[str] | None = None) -> dict[str, int]:
+    """Teacher tokens (in + out) behind each variant's data; see the module docstring.
+
+    ``tasks`` counts only the calls for those tasks (to compare runs on the tasks they share).
+    """
     solutions = _records(run / "solutions.jsonl")
     refinements = _records(run / "refinements.jsonl")
+    if tasks is not None:
+        solutions = [r for r in solutions if r["task_id"] in tasks]
+        refinements = [r for r in refinements if r["task_id"] in tasks]
     failed = {r["task_id"] for r in refinements}
     solve_all = sum(r["tokens_in"] + r["tokens_out"] for r in solutions)
     solve_failed = sum(
@@ -179,6 +190,71 @@ def teacher_tokens(run: Path) -> dict[str, int]:
         "persd_refine": solve_failed + refine,
         "persd_combined": solve_failed + refine,
     }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n: honest near 0 and for small n, where
+    the normal interval runs below zero."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(k: int, n: int) -> str:
+    if n == 0:
+        return "0 / 0"
+    lo, hi = wilson(k, n)
+    return f"{k} / {n} ({100 * k / n:.1f}%, {100 * lo:.0f}–{100 * hi:.0f}%)"
+
+
+def data_table(runs: list[Path], same_tasks: bool = False) -> str:
+    """The data stage of each run, from its stage records: how often the student passed its
+    seen tests, the teacher's direct solutions and its refinements of the student's failures
+    were verified, what that cost in teacher tokens, and the training rows it gave.
+
+    ``same_tasks`` restricts every run to the tasks all of them attempted, so two pairs run on
+    different samples of one pool compare on the same tasks. Rates carry a 95% Wilson
+    interval.
+    """
+    attempted = [{r["task_id"] for r in _records(run / "attempts.jsonl")} for run in runs]
+    common = set.intersection(*attempted) if same_tasks and attempted else None
+    lines = [
+        "| run (student ← teacher) | tasks | student passes its seen tests | teacher solution "
+        "verified | refinement of a failure verified | teacher tokens, StanD data | teacher "
+        "tokens, PERsD data | StanD rows | PERsD-combined rows |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for run, tasks in zip(runs, attempted, strict=True):
+        keep = common if common is not None else tasks
+        attempts = [r for r in _records(run / "attempts.jsonl") if r["task_id"] in keep]
+        executions = [r for r in _records(run / "executions.jsonl") if r["task_id"] in keep]
+        solutions = [r for r in _records(run / "solutions.jsonl") if r["task_id"] in keep]
+        refinements = [r for r in _records(run / "refinements.jsonl") if r["task_id"] in keep]
+        verified = {
+            r["id"]
+            for r in _records(run / "verifications.jsonl")
+            if r["feedback"]["status"] == "passed"
+        }
+        tokens = teacher_tokens(run, keep)
+        rows = {
+            v: sum(r["task_id"] in keep for r in _records(run / "data" / f"{v}.jsonl"))
+            for v in ("stand", "persd_combined")
+        }
+        student = attempts[0]["model_id"] if attempts else "?"
+        teacher = solutions[0]["model_id"] if solutions else "?"
+        passed = sum(r["feedback"]["status"] == "passed" for r in executions)
+        lines.append(
+            f"| {student} ← {teacher} | {len({r['task_id'] for r in attempts})} "
+            f"| {_rate(passed, len(executions))} "
+            f"| {_rate(sum(r['id'] in verified for r in solutions), len(solutions))} "
+            f"| {_rate(sum(r['id'] in verified for r in refinements), len(refinements))} "
+            f"| {tokens['stand']:,} | {tokens['persd']:,} "
+            f"| {rows['stand']} | {rows['persd_combined']} |"
+        )
+    return "\n".join(lines)
 
 
 def _summary(run: Path, row: str) -> dict | None:
@@ -406,6 +482,19 @@ def _parser() -> argparse.ArgumentParser:
         help="also print what the HumanEval refinement steps did to the programs they refined",
     )
     ap.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="also print the data stage of these run directories (attempts, verified teacher "
+        "solutions and refinements, teacher tokens, training rows)",
+    )
+    ap.add_argument(
+        "--same-tasks",
+        action="store_true",
+        help="with --data: count only the tasks every one of those runs attempted",
+    )
+    ap.add_argument(
         "--update",
         type=Path,
         metavar="MARKDOWN",
@@ -417,6 +506,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def render(args: argparse.Namespace) -> str:
     if args.run is None:
+        if args.data:
+            return data_table(args.data, args.same_tasks)
         raise SystemExit("results_table: give a run directory")
     rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
     parts = [] if args.no_results else [results_table(args.run, rows)]
@@ -430,6 +521,8 @@ def render(args: argparse.Namespace) -> str:
         parts.append(refine_effect_table(args.run, rows))
     if args.training:
         parts.append(training_table(args.run, [r for r in rows if r != "base"]))
+    if args.data:
+        parts.append(data_table(args.data, args.same_tasks))
     return "\n\n".join(parts)
 
 

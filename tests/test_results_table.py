@@ -211,3 +211,65 @@ def test_refine_effect_counts_only_the_programs_that_were_refined(tmp_path: Path
     table = rt.refine_effect_table(tmp_path, ["persd", "stand"])
     assert "| persd | 3 | 2 | 2 | 1 |" in table
     assert "| stand |" not in table  # no refinement run: no row
+
+
+def test_wilson_interval_matches_the_formula_and_stays_in_range():
+    lo, hi = rt.wilson(39, 375)  # pair 1's refinements: 10.4%, about 7.7-13.9%
+    assert lo == pytest.approx(0.0770, abs=5e-4) and hi == pytest.approx(0.1389, abs=5e-4)
+    assert rt.wilson(0, 10)[0] == 0.0 and rt.wilson(10, 10)[1] == 1.0
+    assert rt.wilson(0, 0) == (0.0, 1.0)
+
+
+def _stage_run(run: Path, student: str, passed: dict[str, bool], fixed: dict[str, bool]):
+    """A run's stage files: one attempt per task; a solution per task (verified when the task
+    id ends in 0 or 2); a refinement for each failed attempt, verified as ``fixed`` says."""
+    tasks = sorted(passed)
+    _jsonl(run / "attempts.jsonl", [{"task_id": t, "model_id": student} for t in tasks])
+    status = {True: "passed", False: "failed"}
+    _jsonl(
+        run / "executions.jsonl",
+        [{"task_id": t, "feedback": {"status": status[passed[t]]}} for t in tasks],
+    )
+    _jsonl(
+        run / "solutions.jsonl",
+        [
+            {"id": f"{t}#s0", "task_id": t, "model_id": "teach", "tokens_in": 10, "tokens_out": 1}
+            for t in tasks
+        ],
+    )
+    failed = [t for t in tasks if not passed[t]]
+    _jsonl(
+        run / "refinements.jsonl",
+        [{"id": f"{t}#f0", "task_id": t, "tokens_in": 100, "tokens_out": 2} for t in failed],
+    )
+    verified = [f"{t}#s0" for t in tasks if t[-1] in "02"] + [
+        f"{t}#f0" for t in failed if fixed.get(t)
+    ]
+    others = [f"{t}#s0" for t in tasks if t[-1] not in "02"]
+    _jsonl(
+        run / "verifications.jsonl",
+        [{"id": i, "feedback": {"status": "passed"}} for i in verified]
+        + [{"id": i, "feedback": {"status": "failed"}} for i in others],
+    )
+    _jsonl(run / "data" / "stand.jsonl", [{"task_id": i[:-3]} for i in verified if "#s0" in i])
+    _jsonl(
+        run / "data" / "persd_combined.jsonl",
+        [{"task_id": t} for t in failed if fixed.get(t) for _ in range(2)],
+    )
+
+
+def test_data_table_counts_stage_records_and_compares_on_shared_tasks(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _stage_run(a, "small", {"T/0": False, "T/1": False, "T/2": True, "T/3": False}, {"T/1": True})
+    _stage_run(b, "big", {"T/0": True, "T/1": False, "T/9": False}, {"T/1": True, "T/9": True})
+    table = rt.data_table([a, b])
+    # a: 1 of 4 attempts pass; solutions T/0 and T/2 verified; 1 of 3 refinements verified;
+    # StanD tokens 4 x 11, PERsD tokens the 3 failed tasks' solutions + 3 refinements
+    assert (
+        "| small ← teach | 4 | 1 / 4 (25.0%, 5–70%) | 2 / 4 (50.0%, 15–85%) "
+        "| 1 / 3 (33.3%, 6–79%) | 44 | 339 | 2 | 2 |" in table
+    )
+    assert "| big ← teach | 3 | 1 / 3 " in table
+    shared = rt.data_table([a, b], same_tasks=True)  # T/0 and T/1 only
+    assert "| small ← teach | 2 | 0 / 2 (0.0%, 0–66%) | 1 / 2 (50.0%, 9–91%) | 1 / 2 " in shared
+    assert "| big ← teach | 2 | 1 / 2 (50.0%, 9–91%) | 1 / 2 (50.0%, 9–91%) | 1 / 1 " in shared
