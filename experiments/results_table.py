@@ -282,13 +282,17 @@ def _eval_wall(run: Path, row: str, bench: str) -> str:
     return f"{report['generate_s'] + (report.get('score_s') or 0.0):,.0f} s"
 
 
-def training_table(run: Path, rows: list[str]) -> str:
+_BENCH_NAME = {"humaneval": "HumanEval", "mbpp-test": "MBPP test"}
+
+
+def training_table(run: Path, rows: list[str], benches: tuple[str, ...] = BENCHES) -> str:
     tokens = teacher_tokens(run)
+    order = [b for b in ("humaneval", "mbpp-test") if b in benches]
     lines = [
         "| model | rows | optimizer steps | final loss | training wall "
-        "| teacher tokens (in + out) | HumanEval evaluation wall (3 arms) "
-        "| MBPP test evaluation wall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| teacher tokens (in + out) |"
+        + "".join(f" {_BENCH_NAME[b]} evaluation wall |" for b in order),
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(order),
     ]
     for row in rows:
         s = _summary(run, row)
@@ -297,13 +301,13 @@ def training_table(run: Path, rows: list[str]) -> str:
         spent = tokens.get(_variant(row))
         lines.append(
             f"| {row} | {s['examples']} | {s['steps']} | {s['final_loss']:.3f} "
-            f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} "
-            f"| {_eval_wall(run, row, 'humaneval')} | {_eval_wall(run, row, 'mbpp-test')} |"
+            f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} |"
+            + "".join(f" {_eval_wall(run, row, b)} |" for b in order)
         )
     return "\n".join(lines)
 
 
-def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
+def pair_table(run: Path, pairs: list[tuple[str, str]], benches: tuple[str, ...] = BENCHES) -> str:
     """One exact McNemar test per pair and benchmark, and the same p Holm-adjusted over every
     test in this table (the tests the table reports are one family)."""
     lines = [
@@ -313,7 +317,7 @@ def pair_table(run: Path, pairs: list[tuple[str, str]]) -> str:
     ]
     cells: list[tuple[str, float | None]] = []
     for a, b in pairs:
-        for bench in BENCHES:
+        for bench in benches:
             va, vb = _verdicts(run, a, bench), _verdicts(run, b, bench)
             if va is None or vb is None:
                 cells.append((f"| {a} | {b} | {bench} | | | | | pending", None))
@@ -472,6 +476,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--no-results", action="store_true", help="leave out the pass@1 table")
     ap.add_argument(
+        "--benches",
+        nargs="+",
+        choices=BENCHES,
+        default=list(BENCHES),
+        help="benchmarks of the --pair and --training tables (default: both)",
+    )
+    ap.add_argument(
         "--outcomes",
         choices=BENCHES,
         help="also print how each row's step-0 programs ended on this benchmark",
@@ -512,7 +523,7 @@ def render(args: argparse.Namespace) -> str:
     rows = args.rows or sorted(p.name for p in (args.run / "eval").iterdir() if p.is_dir())
     parts = [] if args.no_results else [results_table(args.run, rows)]
     if args.pair:
-        parts.append(pair_table(args.run, [tuple(p) for p in args.pair]))
+        parts.append(pair_table(args.run, [tuple(p) for p in args.pair], tuple(args.benches)))
     if args.seeds:
         parts.append(seed_table(args.run, *args.seeds))
     if args.outcomes:
@@ -520,7 +531,8 @@ def render(args: argparse.Namespace) -> str:
     if args.refine_effect:
         parts.append(refine_effect_table(args.run, rows))
     if args.training:
-        parts.append(training_table(args.run, [r for r in rows if r != "base"]))
+        rows_trained = [r for r in rows if r != "base"]
+        parts.append(training_table(args.run, rows_trained, tuple(args.benches)))
     if args.data:
         parts.append(data_table(args.data, args.same_tasks))
     return "\n\n".join(parts)

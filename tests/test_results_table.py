@@ -63,6 +63,8 @@ def test_tables_read_reports_rows_and_paired_verdicts(tmp_path: Path):
     pairs = rt.pair_table(tmp_path, [("persd", "base")])
     assert "| persd | base | mbpp-test (4) | 75.0% | 25.0% | 2 | 0 | 0.50 | 0.50 |" in pairs
     assert "| persd | base | humaneval | | | | | pending | |" in pairs
+    only_mbpp = rt.pair_table(tmp_path, [("persd", "base")], ("mbpp-test",))
+    assert "humaneval" not in only_mbpp and "| 0.50 | 0.50 |" in only_mbpp
 
 
 def test_pair_table_adjusts_over_the_whole_table(tmp_path: Path):
@@ -136,6 +138,8 @@ def test_teacher_tokens_follow_what_each_variant_needed(tmp_path: Path):
     assert "| stand-s43 | 3 | 1 | 0.500 | 1,234 s | 42 | pending | pending |" in table
     assert "| released_inpd | 3 | 1 | 0.500 | 1,234 s | released (not ours) |" in table
     assert "| inpd |" not in table  # not trained: no row rather than a made-up one
+    only_he = rt.training_table(tmp_path, ["persd"], ("humaneval",))
+    assert "MBPP" not in only_he and only_he.endswith("| 70 | 121 s |")
 
 
 def test_seed_table_pools_discordant_pairs_over_seeds(tmp_path: Path):
