@@ -400,7 +400,7 @@ def refine_effect_table(run: Path, rows: list[str], bench: str = "humaneval") ->
     return "\n".join(lines)
 
 
-def seed_table(run: Path, a: str, b: str) -> str:
+def seed_table(run: Path, a: str, b: str, benches: tuple[str, ...] = BENCHES) -> str:
     """Two variants over every seed evaluated for both: pass@1 per seed, the mean and the
     spread (max - min), and one exact McNemar test over all (task, seed) pairs.
 
@@ -426,7 +426,7 @@ def seed_table(run: Path, a: str, b: str) -> str:
         f"| spread {a} / {b} | only {a} passed | only {b} passed | exact McNemar p (pooled) |",
         "|---|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
-    for bench in BENCHES:
+    for bench in benches:
         used, rates_a, rates_b, only_a, only_b = [], [], [], 0, 0
         for seed in seeds:
             va, vb = _verdicts(run, name(a, seed), bench), _verdicts(run, name(b, seed), bench)
@@ -480,7 +480,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=BENCHES,
         default=list(BENCHES),
-        help="benchmarks of the --pair and --training tables (default: both)",
+        help="benchmarks of the --pair, --seeds and --training tables (default: both)",
     )
     ap.add_argument(
         "--outcomes",
@@ -525,7 +525,7 @@ def render(args: argparse.Namespace) -> str:
     if args.pair:
         parts.append(pair_table(args.run, [tuple(p) for p in args.pair], tuple(args.benches)))
     if args.seeds:
-        parts.append(seed_table(args.run, *args.seeds))
+        parts.append(seed_table(args.run, *args.seeds, tuple(args.benches)))
     if args.outcomes:
         parts.append(outcome_table(args.run, rows, args.outcomes))
     if args.refine_effect:

@@ -155,6 +155,7 @@ def test_seed_table_pools_discordant_pairs_over_seeds(tmp_path: Path):
         "| 2 | 3 | 1.00 |" in table
     )
     assert "| mbpp-test | none yet |" in table
+    assert "mbpp-test" not in rt.seed_table(tmp_path, "persd", "stand", ("humaneval",))
     _eval(tmp_path, "persd", "mbpp-test", [True])
     _eval(tmp_path, "stand", "mbpp-test", [False])
     assert "| 100.0% | 0.0% | one seed | 1 | 0 | 1.00 |" in rt.seed_table(
