@@ -219,7 +219,8 @@ def data_table(runs: list[Path], same_tasks: bool = False) -> str:
     different samples of one pool compare on the same tasks. Rates carry a 95% Wilson
     interval.
     """
-    attempted = [{r["task_id"] for r in _records(run / "attempts.jsonl")} for run in runs]
+    attempts_of = [_records(run / "attempts.jsonl") for run in runs]
+    attempted = [{r["task_id"] for r in rows} for rows in attempts_of]
     common = set.intersection(*attempted) if same_tasks and attempted else None
     lines = [
         "| run (student ← teacher) | tasks | student passes its seen tests | teacher solution "
@@ -227,9 +228,9 @@ def data_table(runs: list[Path], same_tasks: bool = False) -> str:
         "tokens, PERsD data | StanD rows | PERsD-combined rows |",
         "|---|---:|---|---|---|---:|---:|---:|---:|",
     ]
-    for run, tasks in zip(runs, attempted, strict=True):
+    for run, all_attempts, tasks in zip(runs, attempts_of, attempted, strict=True):
         keep = common if common is not None else tasks
-        attempts = [r for r in _records(run / "attempts.jsonl") if r["task_id"] in keep]
+        attempts = [r for r in all_attempts if r["task_id"] in keep]
         executions = [r for r in _records(run / "executions.jsonl") if r["task_id"] in keep]
         solutions = [r for r in _records(run / "solutions.jsonl") if r["task_id"] in keep]
         refinements = [r for r in _records(run / "refinements.jsonl") if r["task_id"] in keep]
@@ -247,7 +248,7 @@ def data_table(runs: list[Path], same_tasks: bool = False) -> str:
         teacher = solutions[0]["model_id"] if solutions else "?"
         passed = sum(r["feedback"]["status"] == "passed" for r in executions)
         lines.append(
-            f"| {student} ← {teacher} | {len({r['task_id'] for r in attempts})} "
+            f"| {student} ← {teacher} | {len(keep)} "
             f"| {_rate(passed, len(executions))} "
             f"| {_rate(sum(r['id'] in verified for r in solutions), len(solutions))} "
             f"| {_rate(sum(r['id'] in verified for r in refinements), len(refinements))} "
@@ -287,7 +288,7 @@ _BENCH_NAME = {"humaneval": "HumanEval", "mbpp-test": "MBPP test"}
 
 def training_table(run: Path, rows: list[str], benches: tuple[str, ...] = BENCHES) -> str:
     tokens = teacher_tokens(run)
-    order = [b for b in ("humaneval", "mbpp-test") if b in benches]
+    order = [b for b in _BENCH_NAME if b in benches]  # HumanEval first, as in the write-up
     lines = [
         "| model | rows | optimizer steps | final loss | training wall "
         "| teacher tokens (in + out) |"

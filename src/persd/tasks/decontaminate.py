@@ -57,16 +57,14 @@ def decontaminate(
     overlaps, so the report is the same on every run.
     """
     index: dict[tuple[str, ...], str] = {}
-    order: dict[str, int] = {}
-    bench_ids = set()
+    order: dict[str, int] = {}  # benchmark task id -> position: membership and report order
     for task in benchmarks:
-        bench_ids.add(task.id)
         order.setdefault(task.id, len(order))
         for gram in _ngrams(_task_text(task), n):
             index.setdefault(gram, task.id)
     kept, removed = [], {}
     for task in pool:
-        if task.id in bench_ids:
+        if task.id in order:
             removed[task.id] = task.id
             continue
         # Every overlapping benchmark task, then the first in benchmark order: a set's order
