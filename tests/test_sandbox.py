@@ -453,6 +453,25 @@ def test_error_at_import_has_candidate_line_numbers(sandbox):
     )
 
 
+def test_programs_are_judged_as_plain_python_would(sandbox):
+    """A name the program never imported fails as it does under ``python``: the harness's own
+    ``from __future__ import annotations`` must not leak into the program's compile (it did:
+    annotations went unevaluated, so MBPP/753's teacher program using ``Tuple`` while importing
+    only ``List`` was "verified" and became a training row)."""
+    unimported = (
+        "from typing import List\n\n"
+        "def add(a: List[int], b: Tuple[int]) -> int:\n    return a + b\n"
+    )
+    result = sandbox.run(Job(program=unimported, tests=ADD_TESTS[:1], entry_point="add"))
+    assert (result.status, result.exception) == ("error", "NameError")
+    preimported = "def add(a, b):\n    return math.floor(a) + b\n"  # math is loaded, not bound
+    result = sandbox.run(Job(program=preimported, tests=ADD_TESTS[:1], entry_point="add"))
+    assert (result.status, result.first_failure.exception) == ("error", "NameError")
+    # A program that asks for the future import itself still gets it.
+    future = "from __future__ import annotations\n" + unimported
+    assert sandbox.run(Job(program=future, tests=ADD_TESTS[:1], entry_point="add")).passed
+
+
 def test_comprehension_asserts_compare_here(sandbox):
     """all(f(x) == y for ...) passes for a right program and fails for an always-equal one."""
     tests = (

@@ -119,7 +119,7 @@ def _split(source: str, trusted_names: frozenset[str]) -> SplitAssert:
     check_source = ast.unparse(expr)
     return SplitAssert(
         remote=tuple(splitter.remote),
-        check=compile(expression, "<assert>", "eval"),
+        check=compile(expression, "<assert>", "eval", dont_inherit=True),
         check_source=check_source,
         calls=frozenset(splitter.calls),
     )

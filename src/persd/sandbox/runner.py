@@ -180,7 +180,7 @@ def _assert_test(ch: Channel, i: int, test: Test, context: dict[str, Any]) -> Ou
 def _compile_trusted(source: str, filename: str) -> Any:
     name = f"{filename}{hash(source)}"  # unique per source, so tracebacks show the right lines
     linecache.cache[name] = (len(source), None, source.splitlines(True), "")
-    return compile(source, name, "exec")
+    return compile(source, name, "exec", dont_inherit=True)
 
 
 @lru_cache(maxsize=256)

@@ -72,7 +72,7 @@ def serve(sock: socket.socket) -> None:
     ns: dict[str, Any] = {"__name__": "__candidate__", "__builtins__": builtins}
     _register(PROGRAM_FILE, program)
     try:
-        code = compile(program, PROGRAM_FILE, "exec")
+        code = compile(program, PROGRAM_FILE, "exec", dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         send(dumps({"op": "syntax_error", **_exception(e)}))
         return
@@ -82,7 +82,7 @@ def serve(sock: socket.socket) -> None:
                 exec(code, ns)
             elif source:
                 _register(SETUP_FILE, source)
-                exec(compile(source, SETUP_FILE, "exec"), ns)
+                exec(compile(source, SETUP_FILE, "exec", dont_inherit=True), ns)
         except SystemExit:
             send(dumps({"op": "exited", "where": filename}))
             return
@@ -97,7 +97,7 @@ def serve(sock: socket.socket) -> None:
             return
         try:
             if op == "eval":
-                value = eval(compile(request["expr"], TEST_FILE, "eval"), ns)
+                value = eval(compile(request["expr"], TEST_FILE, "eval", dont_inherit=True), ns)
             elif op == "apply":
                 fn = ns[request["fn"]]
                 value = fn(*codec.decode(request["args"]), **codec.decode(request["kwargs"]))

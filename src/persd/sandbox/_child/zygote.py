@@ -40,11 +40,11 @@ def _warm_up() -> None:
     Only our own fixed program runs here, never a sample's.
     """
     ns: dict[str, Any] = {}
-    exec(compile(_WARM_UP_PROGRAM, harness.PROGRAM_FILE, "exec"), ns)
+    exec(compile(_WARM_UP_PROGRAM, harness.PROGRAM_FILE, "exec", dont_inherit=True), ns)
     value = ns["f"]([1, 2, 3]) + [ns["C"]().g("ab")]
     tree = codec.encode({"v": (value, {1.5, None}, b"x")})
     codec.decode(codec.parse_frame(codec.dumps({"value": tree})[codec.HEADER_SIZE :])["value"])
-    eval(compile("f([5]) == [10, 5]", harness.TEST_FILE, "eval"), ns)
+    eval(compile("f([5]) == [10, 5]", harness.TEST_FILE, "eval", dont_inherit=True), ns)
     try:
         ns["f"](None)
     except TypeError as e:
