@@ -122,6 +122,28 @@ def test_test_code_is_dropped_and_definitions_kept() -> None:
         assert junk not in program, junk
 
 
+def test_test_functions_the_reply_added_are_dropped_and_helpers_kept() -> None:
+    """MBPP/753's teacher reply, in short: the row must teach the solution, not its check."""
+    output = (
+        "```python\ndef key(r):\n    return r[1]\n\n"
+        "def below(xs, t):\n    return all(key((0, x)) < t for x in xs)\n\n"
+        "# Test cases to verify the correctness of the function\n"
+        "def check_below():\n    assert below([1, 2], 3)\n    assert not below([4], 3)\n\n"
+        "def main():\n    print(below([1], 2))\n\ncheck_below()\nmain()\n```\n"
+    )
+    program = chat(output)
+    assert "def key(r)" in program and program.endswith("for x in xs)\n")
+    for junk in ("check_below", "main", "assert", "print", "Test cases"):
+        assert junk not in program, junk
+    # An entry point named like a test, and a helper it calls that calls it back, stay.
+    recursive = (
+        "```python\ndef check_even(n):\n    return n == 0 or check_odd(n - 1)\n\n"
+        "def check_odd(n):\n    return n != 0 and check_even(n - 1)\n```"
+    )
+    program = extract_program(recursive, prompt="", entry_point="check_even", chat=True)
+    assert "def check_odd" in program and "def check_even" in program
+
+
 def test_prose_after_unfenced_code_is_cut() -> None:
     output = (
         "def below(xs, t):\n    return all(x < t for x in xs)\n\n"

@@ -147,8 +147,37 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators or ())])
 
 
-def drop_test_code(source: str) -> str:
-    """``source`` without top-level test/demo statements (see ``_is_junk``); unparsable: as is."""
+def _reachable(tree: ast.Module, entry_point: str) -> set[str]:
+    """Top-level function names the entry point uses, directly or through other functions."""
+    defs = {
+        n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    seen: set[str] = set()
+    todo = [entry_point]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen.add(name)
+        todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name)]
+    return seen
+
+
+def _is_test_function(node: ast.stmt, entry_point: str, reachable: set[str]) -> bool:
+    """A top-level function that calls the entry point and that the entry point never reaches:
+    a ``check_solution()`` / ``test_x()`` / ``main()`` the reply added to try its answer. It is
+    no part of the solution, and as a training target it teaches scaffolding the task did not
+    ask for (MBPP/753's teacher row carried a ``check_min_k`` of three asserts)."""
+    return (
+        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name not in reachable
+        and _calls_any(node, {entry_point})
+    )
+
+
+def drop_test_code(source: str, entry_point: str | None = None) -> str:
+    """``source`` without top-level test/demo statements (see ``_is_junk``) and, given the
+    entry point, without test functions (``_is_test_function``); unparsable: as is."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -156,9 +185,15 @@ def drop_test_code(source: str) -> str:
     functions = {
         n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
+    reachable = _reachable(tree, entry_point) if entry_point else set()
     lines = source.splitlines(keepends=True)
     for node in reversed(tree.body):
-        if _is_junk(node, functions) and node.end_lineno is not None:
+        junk = _is_junk(node, functions) or (
+            entry_point is not None
+            and reachable  # the entry point is defined here: what it needs is known
+            and _is_test_function(node, entry_point, reachable)
+        )
+        if junk and node.end_lineno is not None:
             del lines[_first_line(node) - 1 : node.end_lineno]
     while lines and (not lines[-1].strip() or lines[-1].startswith("#")):
         lines.pop()  # "# Example usage:" left behind by the code it introduced
@@ -227,7 +262,7 @@ def extract_program(output: str, *, prompt: str, entry_point: str, chat: bool) -
             # Only the body came back (indented, or a bare ``return`` that cannot parse alone).
             if program.lstrip("\n")[:1].isspace() or not _parses(program):
                 program = f"{prompt.rstrip()}\n{_reindent_body(program)}\n"
-    program = drop_test_code(_parsable_prefix(program, entry_point))
+    program = drop_test_code(_parsable_prefix(program, entry_point), entry_point)
     if chat:
         program = attach_prompt_context(program, prompt, entry_point)
     return program
