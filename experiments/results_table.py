@@ -56,6 +56,8 @@ import re
 import shlex
 from pathlib import Path
 
+from persd.evaluate.paired import mcnemar_exact
+
 BENCHES = ("mbpp-test", "humaneval")
 _SEED = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
@@ -106,14 +108,7 @@ def _variant(row: str) -> str:
     return m["variant"] if m else row
 
 
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of the discordant pairs at 1/2."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+mcnemar_p = mcnemar_exact  # one implementation, the library's (persd.evaluate.paired)
 
 
 def holm(ps: list[float]) -> list[float]:
