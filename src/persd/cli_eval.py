@@ -13,7 +13,6 @@ from persd.errors import PersdError
 from persd.evaluate.multistep import EvalReport, evaluate_student
 from persd.llm.student import StudentConfig, load_student, weights_fingerprint
 from persd.sandbox import Sandbox, SandboxConfig
-from persd.tasks import load_benchmark
 
 console = Console()
 err_console = Console(stderr=True)
@@ -45,7 +44,9 @@ def eval_command(
     n: Annotated[int, typer.Option(help="Samples per task.")] = 1,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     refine_steps: Annotated[int, typer.Option(help="Self-refinement steps (seen tests).")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="A seeded sample of N tasks (never the first N).")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option()] = 384,
     backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
     chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
@@ -58,7 +59,10 @@ def eval_command(
     """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
         raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
-    tasks = load_benchmark(benchmark)[:limit] if limit else load_benchmark(benchmark)
+    from persd.pipeline.config import EvalStageConfig
+    from persd.pipeline.heavy import benchmark_tasks
+
+    tasks = benchmark_tasks(benchmark, EvalStageConfig(limit=limit, sample_seed=seed))
     cfg = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
     student = load_student(cfg)
     try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from persd.configio import describe, merge
 from persd.errors import PersdError
+from persd.llm.chat_templates import PromptConfig
 from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
 from persd.pipeline.config import (
@@ -51,10 +52,30 @@ class RunConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=_offline_teacher)
     teach: TeachConfig = Field(default_factory=TeachConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainStageConfig = Field(default_factory=TrainStageConfig)
     evaluate: EvalStageConfig = Field(default_factory=EvalStageConfig)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_prompt_keys(cls, data: Any) -> Any:
+        """Configs written before the ``prompt:`` section kept its two keys elsewhere
+        (``data.refine_template``, ``teach.feedback_max_chars``): read them there too, so
+        recorded runs load and resume unchanged."""
+        if not isinstance(data, dict):
+            return data
+        moved = {("data", "refine_template"): "refine_template"}
+        moved[("teach", "feedback_max_chars")] = "feedback_max_chars"
+        for (section, key), new in moved.items():
+            old = data.get(section)
+            if isinstance(old, dict) and key in old:
+                data = {**data, section: {k: v for k, v in old.items() if k != key}}
+                prompt = dict(data.get("prompt") or {})
+                prompt.setdefault(new, old[key])
+                data["prompt"] = prompt
+        return data
 
     @model_validator(mode="after")
     def _rounds_train_a_variant(self) -> RunConfig:

@@ -28,11 +28,11 @@ from pydantic import BaseModel
 from persd.errors import PersdError
 from persd.evaluate.passk import mean_pass_at_k
 from persd.llm.base import Prompt, SamplingParams, Student
-from persd.llm.chat_templates import refine_prompt
+from persd.llm.chat_templates import PromptConfig, student_refine_prompt
 from persd.llm.extract import base_stop_sequences, extract_program
 from persd.llm.prompts import student_prompt
 from persd.records import Feedback, Task
-from persd.sandbox import Job, Sandbox, render_feedback
+from persd.sandbox import Job, Sandbox
 
 Arm = Literal["refine", "resample"]
 
@@ -229,6 +229,7 @@ def evaluate_student(
     out_dir: Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     fingerprint: str = "",
+    prompt: PromptConfig | None = None,
 ) -> EvalReport:
     """Sample, score, then refine and resample for ``refine_steps`` steps; write samples."""
     params = SamplingParams(
@@ -287,7 +288,15 @@ def evaluate_student(
         for step in range(1, refine_steps + 1):
             todo = [s for s in arm_samples if s.seen is not None and not s.seen.passed]
             _one_step(
-                student, todo, arm, step, chat=chat, params=params, report=report, journal=journal
+                student,
+                todo,
+                arm,
+                step,
+                chat=chat,
+                params=params,
+                report=report,
+                journal=journal,
+                prompt=prompt or PromptConfig(),
             )
             report.score_s += _score(todo, sandbox)
             total += len(todo)
@@ -318,17 +327,12 @@ def _one_step(
     params: SamplingParams,
     report: EvalReport,
     journal: _Journal,
+    prompt: PromptConfig,
 ) -> None:
     one = params.model_copy(update={"n": 1})
     if arm == "refine":
         prompts = [
-            refine_prompt(
-                task_text=s.task.instruction,
-                code=s.code,
-                feedback=render_feedback(s.seen) if s.seen else "",
-                header=s.task.prompt,
-                chat=chat,
-            )
+            student_refine_prompt(prompt, task=s.task, code=s.code, feedback=s.seen, chat=chat)
             for s in todo
         ]
     else:

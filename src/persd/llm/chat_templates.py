@@ -13,8 +13,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from persd.errors import PersdError
 from persd.llm.base import Message, Prompt
+from persd.records import Feedback, Task
 
 _TURN = re.compile(r"^=== (user|assistant|system) ===[ \t]*$", re.MULTILINE)
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -85,6 +88,23 @@ def as_text(messages: tuple[Message, ...]) -> str:
     return "\n\n".join(m.content for m in messages)
 
 
+class PromptConfig(BaseModel):
+    """``prompt:`` — the student's refinement prompt and how much execution feedback any prompt
+    shows. The ONE section that PERsD-refine training rows, evaluation's self-refinement steps
+    and the teacher's refinement requests all read: a student is asked at inference exactly
+    what it was trained on (it was not: evaluation used another template setting and cut the
+    feedback at 2000 characters where training rows cut it at 1200)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refine_template: str = Field(
+        "student_refine", description="the student's refinement template: a shipped name or a file"
+    )
+    feedback_max_chars: int = Field(
+        1200, ge=100, description="rendered execution feedback is cut to this many characters"
+    )
+
+
 def refine_prompt(
     *,
     task_text: str,
@@ -94,7 +114,8 @@ def refine_prompt(
     chat: bool,
     template: str = "student_refine",
 ) -> Prompt:
-    """The ONE student refinement prompt: training (PERsD-refine) and inference use it alike.
+    """A student refinement prompt from already rendered feedback; use ``student_refine_prompt``
+    from the pipeline and evaluation, so both render it from the same settings.
 
     ``header`` is what a base model continues from (the task's prompt); chat models get the
     conversation and answer with a whole program.
@@ -105,6 +126,34 @@ def refine_prompt(
     return as_text(messages) + "\n\n" + header
 
 
+def student_refine_prompt(
+    settings: PromptConfig, *, task: Task, code: str, feedback: Feedback | None, chat: bool
+) -> Prompt:
+    """THE student refinement prompt: training rows and inference-time refinement call this."""
+    from persd.sandbox import render_feedback
+
+    text = render_feedback(feedback, max_chars=settings.feedback_max_chars) if feedback else ""
+    return refine_prompt(
+        task_text=task.instruction,
+        code=code,
+        feedback=text,
+        header=task.prompt,
+        chat=chat,
+        template=settings.refine_template,
+    )
+
+
 def prompt_text(prompt: Prompt) -> str:
-    """What to store as an example's prompt: chat prompts keep the last user message."""
-    return prompt if isinstance(prompt, str) else prompt[-1].content
+    """What to store as an example's prompt: a chat prompt's one user message.
+
+    A training row holds one user turn, and the trainer rebuilds the conversation from it: a
+    student template with more turns would be served turns the row never trained on.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) != 1 or prompt[0].role != "user":
+        roles = ", ".join(m.role for m in prompt)
+        raise TemplateError(
+            f"a student prompt must be one user turn to become a training row (got: {roles})"
+        )
+    return prompt[0].content

@@ -149,9 +149,7 @@ def _first_line(node: ast.stmt) -> int:
 
 def _reachable(tree: ast.Module, entry_point: str) -> set[str]:
     """Top-level function names the entry point uses, directly or through other functions."""
-    defs = {
-        n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-    }
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     seen: set[str] = set()
     todo = [entry_point]
     while todo:

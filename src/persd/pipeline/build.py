@@ -22,9 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from persd.llm.base import Prompt
-from persd.llm.chat_templates import prompt_text, refine_prompt
+from persd.llm.chat_templates import PromptConfig, prompt_text, student_refine_prompt
 from persd.records import Attempt, Example, Execution, Task, TeacherCall, Variant
-from persd.sandbox import render_feedback
 
 StudentPrompt = Callable[[Task], Prompt]
 
@@ -54,8 +53,6 @@ def _prompt_is_module(prompt: str) -> bool:
 class _Ctx:
     chat: bool
     student_prompt: StudentPrompt
-    refine_template: str
-    feedback_chars: int
     built: Built
 
 
@@ -103,14 +100,14 @@ def build_datasets(
     variants: Sequence[Variant],
     chat: bool,
     student_prompt: StudentPrompt,
-    refine_template: str = "student_refine",
-    feedback_chars: int = 1200,
+    prompt_config: PromptConfig | None = None,
     unfiltered: bool = True,
     seed: int = 0,
 ) -> Built:
     """Every requested variant's rows (plus ``*_nofilter`` ablations when ``unfiltered``)."""
     built = Built()
-    ctx = _Ctx(chat, student_prompt, refine_template, feedback_chars, built)
+    ctx = _Ctx(chat, student_prompt, built)
+    settings = prompt_config or PromptConfig()
 
     def ok(call: TeacherCall) -> bool:
         v = verifications.get(call.id)
@@ -146,14 +143,8 @@ def build_datasets(
             calls = by_attempt.get(attempt.id, [])
             if not calls:
                 continue
-            feedback = render_feedback(execution.feedback, max_chars=feedback_chars)
-            refine = refine_prompt(
-                task_text=task.instruction,
-                code=attempt.code,
-                feedback=feedback,
-                header=task.prompt,
-                chat=chat,
-                template=refine_template,
+            refine = student_refine_prompt(
+                settings, task=task, code=attempt.code, feedback=execution.feedback, chat=chat
             )
             verified = next((c for c in calls if ok(c)), None)
             for suffix, call in (("", verified), ("_nofilter", calls[0])):

@@ -75,7 +75,6 @@ class TeachConfig(_Section):
     max_new_tokens: int = Field(512, ge=16)
     seed: int = 0
     solve: bool = Field(True, description="ask for direct solutions (needed by stand/inpd)")
-    feedback_max_chars: int = Field(1200, ge=100)
 
 
 class DataConfig(_Section):
@@ -90,7 +89,6 @@ class DataConfig(_Section):
         "persd_combined_inpd",
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
-    refine_template: str = "student_refine"
     seed: int = Field(0, description="which tasks stand_matched keeps")
 
 
@@ -136,7 +134,13 @@ class EvalStageConfig(_Section):
     settings for all, so rows are comparable)."""
 
     benchmarks: tuple[str, ...] = ("humaneval",)
-    limit: int | None = Field(None, ge=1, description="only the first N tasks of each benchmark")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="a seeded sample of N tasks of each benchmark (None: all of them); never "
+        "the first N, which are easier than the rest",
+    )
+    sample_seed: int = Field(0, description="which tasks a limited evaluation samples")
     n: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
     refine_steps: int = Field(0, ge=0, description="self-refinement steps on seen tests")

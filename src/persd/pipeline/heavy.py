@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from persd.pipeline.config import EvalStageConfig
+    from persd.records import Task
 
 
 def train_variant(
@@ -59,12 +64,19 @@ def evaluate_model(
     eval_json: str,
     benchmark: str,
     out: str,
+    prompt_json: str = "{}",
+    task_ids_json: str = "null",
     *,
     tick: Callable[[int], None],
     note: Callable[[str], None],
 ) -> dict:
-    """Sample and score one student on one benchmark; the report as a dict."""
+    """Sample and score one student on one benchmark (or on the given task ids of it, e.g.
+    a run's validation tasks); the report as a dict. Self-refinement prompts come from the
+    run's ``prompt:`` section, the one its training rows were rendered with."""
+    import json
+
     from persd.evaluate.multistep import evaluate_student
+    from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig, load_student, weights_fingerprint
     from persd.pipeline.config import EvalStageConfig
     from persd.sandbox import Sandbox, SandboxConfig
@@ -72,8 +84,12 @@ def evaluate_model(
 
     cfg = EvalStageConfig.model_validate_json(eval_json)
     student_cfg = StudentConfig.model_validate_json(student_json)
-    tasks = load_benchmark(benchmark)
-    tasks = tasks[: cfg.limit] if cfg.limit else tasks
+    wanted = json.loads(task_ids_json)
+    if wanted is None:
+        tasks = benchmark_tasks(benchmark, cfg)
+    else:
+        by_id = {t.id: t for t in load_benchmark(benchmark)}
+        tasks = [by_id[i] for i in wanted]
     done = [0]
 
     def progress(stage: str, n: int, total: int) -> None:
@@ -98,7 +114,23 @@ def evaluate_model(
                 out_dir=Path(out),
                 on_progress=progress,
                 fingerprint=weights_fingerprint(student_cfg),
+                prompt=PromptConfig.model_validate_json(prompt_json),
             )
     finally:
         student.close()
     return report.model_dump(mode="json")
+
+
+def benchmark_tasks(benchmark: str, cfg: EvalStageConfig) -> list[Task]:
+    """The benchmark tasks a run scores: all of them, or a seeded sample of ``cfg.limit``
+    (never the first N: HumanEval's first 40 are easier than the rest, 80% against 53% for
+    the default student), kept in benchmark order."""
+    import random
+
+    from persd.tasks import load_benchmark
+
+    tasks = load_benchmark(benchmark)
+    if not cfg.limit or cfg.limit >= len(tasks):
+        return list(tasks)
+    picked = sorted(random.Random(cfg.sample_seed).sample(range(len(tasks)), cfg.limit))
+    return [tasks[i] for i in picked]

@@ -69,7 +69,7 @@ def make_plan(loop: Loop) -> Plan:
     # A refinement prompt is the solve prompt plus a reference, the attempt and feedback:
     # about three solve prompts' worth plus the feedback cap.
     mean_solve = tokens_in_solve / len(solve) if solve else 1200
-    per_refine_in = int(3 * mean_solve + cfg.teach.feedback_max_chars)
+    per_refine_in = int(3 * mean_solve + cfg.prompt.feedback_max_chars)
     tokens_in_synth = sum(worst_case_tokens_in(r.messages) for r in synth)
     tokens_in = tokens_in_solve + refine_max * per_refine_in + tokens_in_synth
     calls = len(solve) + refine_max

@@ -337,7 +337,13 @@ class Loop:
                 await self._ask("solve", get_teacher, solve, cfg, self.solutions, _extract_teacher)
             await asyncio.to_thread(self._verify_solutions)
             references = self._verified_solutions()
-            requests, fallbacks = refine_requests(self.tasks, failed, references, cfg)
+            requests, fallbacks = refine_requests(
+                self.tasks,
+                failed,
+                references,
+                cfg,
+                feedback_max_chars=self.config.prompt.feedback_max_chars,
+            )
             if fallbacks:
                 self.progress.note(
                     f"refine: {fallbacks} task(s) had no verified reference; used the one-turn "
@@ -404,8 +410,7 @@ class Loop:
                 variants=variants,
                 chat=self.chat,
                 student_prompt=lambda t: student_prompt(t, chat=self.chat),
-                refine_template=self.config.data.refine_template,
-                feedback_chars=self.config.teach.feedback_max_chars,
+                prompt_config=self.config.prompt,
                 unfiltered=self.config.data.unfiltered and round_ == 0,
                 seed=self.config.data.seed,
             )

@@ -56,6 +56,8 @@ def refine_requests(
     failed: Sequence[tuple[Attempt, Execution]],
     references: Mapping[str, str],
     cfg: TeachConfig,
+    *,
+    feedback_max_chars: int,
 ) -> tuple[list[TeacherRequest], int]:
     """Requests for every failed attempt; also how many fell back to the one-turn template
     because the task had no reference answer for the paper's two-turn template."""
@@ -67,7 +69,7 @@ def refine_requests(
             "task": task.prompt,
             "entry_point": task.entry_point,
             "code": attempt.code,
-            "feedback": render_feedback(execution.feedback, max_chars=cfg.feedback_max_chars),
+            "feedback": render_feedback(execution.feedback, max_chars=feedback_max_chars),
         }
         if "reference" in placeholders(template):
             reference = references.get(task.id) or task.reference

@@ -36,7 +36,7 @@ STAGE_FILES = (
     ("refinements", TeacherCall, "refine"),
     ("verifications", Execution, "verify"),
 )
-FEEDBACK_CHARS = 1200  # teach.feedback_max_chars's default, for configs that predate it
+FEEDBACK_CHARS = 1200  # prompt.feedback_max_chars's default, for configs that predate it
 
 
 def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
@@ -110,7 +110,11 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
             executions,
             verifications,
             n=cases,
-            feedback_chars=int(teach.get("feedback_max_chars") or FEEDBACK_CHARS),
+            feedback_chars=int(
+                (config.get("prompt") or {}).get("feedback_max_chars")
+                or teach.get("feedback_max_chars")
+                or FEEDBACK_CHARS
+            ),
         ),
         notes=notes,
     )
@@ -139,7 +143,8 @@ SETTINGS = (
     ("pool size (limit)", "pool.limit"),
     ("attempts per task", "attempt.n"),
     ("attempt temperature", "attempt.temperature"),
-    ("refine template", "teach.refine_template"),
+    ("teacher refine template", "teach.refine_template"),
+    ("student refine template", "prompt.refine_template"),
     ("trained variants", "train.variants"),
     ("training method", "train.method"),
     ("evaluated on", "evaluate.benchmarks"),
