@@ -9,6 +9,7 @@ has rows to work on."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ POOL = Path(__file__).parent / "data" / "easy_pool.jsonl"
 
 def _config(tmp_path: Path, gguf: Path) -> Path:
     cfg = {
-        "pool": {"source": str(POOL), "decontaminate": False},
+        "pool": {"source": str(POOL), "decontaminate": False, "validation": 0},
         "student": {"model": str(gguf), "backend": "llama_cpp", "chat": True},
         # Greedy everywhere: an interrupted run must be comparable byte for byte.
         "attempt": {"temperature": 0.0, "max_new_tokens": 16},
@@ -190,3 +191,30 @@ def test_a_second_round_attempts_with_the_trained_student(reference_run, tmp_pat
         assert trained["config"]["init_adapter"] == str(run_dir / "models" / variant / "final")
         assert f"{variant}@r1" in summary["evaluation"]
     assert "round 1" in out
+
+
+def test_the_gate_scores_trained_models_on_held_out_tasks(tmp_path, smollm2_gguf) -> None:
+    """Two of the six tasks held out: never attempted, never a training row; the trained
+    model and the base are scored on them, and the summary names what the run keeps."""
+    path = _config(tmp_path, smollm2_gguf)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["pool"]["validation"] = 2
+    cfg["evaluate"]["limit"] = 1
+    path.write_text(yaml.safe_dump(cfg))
+    out = _run("run", str(path), "--run-dir", str(tmp_path / "g"))
+    run_dir = tmp_path / "g"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    gate = json.loads((run_dir / "gate.json").read_text())
+    held = {json.loads(line)["task_id"] for line in (run_dir / "validation" / "base" /
+            "samples_base.jsonl").read_text().splitlines()}  # fmt: skip
+    assert len(held) == 2 and summary["validation_tasks"] == 2 and summary["tasks"] == TASKS - 2
+    attempted = {json.loads(line)["task_id"] for line in (run_dir / "attempts.jsonl").open()}
+    rows = [json.loads(line) for p in (run_dir / "data").glob("*.jsonl") for line in p.open()]
+    assert not held & attempted and not held & {r["task_id"] for r in rows}
+    assert gate["validation_tasks"] == 2 and gate["rows"]
+    assert summary["kept"] == gate["kept"] and gate["verdict"] in " ".join(out.split())
+    for row in gate["rows"]:
+        assert row["vs_base"]["tasks"] == 2
+    assert "kept" in out and "validation: base" in out
+    page = (run_dir / "report.html").read_text()
+    assert "Held-out gate" in page and html.escape(gate["rule"]) in page

@@ -25,7 +25,12 @@ def _config(**rounds: object):
     return load_config(
         None,
         {
-            "pool": {"source": "mbpp-train", "limit": TASKS, "decontaminate": False},
+            "pool": {
+                "source": "mbpp-train",
+                "limit": TASKS,
+                "decontaminate": False,
+                "validation": 0,
+            },
             "train": {"variants": ["persd_combined", "stand"]},
             "rounds": {"count": 3, **rounds},
         },

@@ -186,7 +186,11 @@ def test_loop_synthesises_then_uses_the_tests(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr("persd.llm.teacher.open_teacher", fake_open)
     config = load_config(
-        None, {"pool": {"source": str(pool), "decontaminate": False}, "synth": {"seen": 1}}
+        None,
+        {
+            "pool": {"source": str(pool), "decontaminate": False, "validation": 0},
+            "synth": {"seen": 1},
+        },
     )
     loop = Loop(config, tmp_path / "run")
     assert {t.id for t in loop.pool.tasks} == {"tested"}  # nothing synthesised yet
@@ -219,6 +223,8 @@ def test_dry_run_plan_counts_test_input_calls(tmp_path: Path):
         for i in range(3)
     ]
     pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    config = load_config(None, {"pool": {"source": str(pool), "decontaminate": False}})
+    config = load_config(
+        None, {"pool": {"source": str(pool), "decontaminate": False, "validation": 0}}
+    )
     plan = make_plan(Loop(config, tmp_path / "run"))
     assert (plan.tasks, plan.synth_calls, plan.solve_calls, plan.attempts_missing) == (3, 3, 3, 3)

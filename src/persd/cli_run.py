@@ -103,9 +103,23 @@ def summary_table(s: RunSummary) -> Table:
             f"{r.refinements_verified}/{r.refinements}, {r.examples} examples"
             + ("" if r.trained else ", not trained"),
         )
+    if s.validation_tasks:
+        t.add_row("validation tasks (held out)", str(s.validation_tasks))
+    if s.gate is not None:
+        g = s.gate
+        t.add_row("validation: base", f"{g.base_passed}/{g.validation_tasks}")
+        for row in g.rows:
+            p = row.vs_base
+            t.add_row(
+                f"validation: {row.candidate.variant} {row.candidate.checkpoint}",
+                f"{p.passed}/{p.tasks}  +{p.gained}/−{p.lost} p={p.p_value:.2g}  {row.decision}",
+            )
+        t.add_row("kept", f"{s.kept}  ({g.rule})")
     for model, by_bench in s.evaluation.items():
         for bench, p1 in by_bench.items():
-            t.add_row(f"pass@1 {bench}: {model}", f"{100 * p1:.1f}%")
+            vs = s.versus_base.get(model, {}).get(bench)
+            extra = f"  +{vs.gained}/−{vs.lost} vs base, p={vs.p_value:.2g}" if vs else ""
+            t.add_row(f"pass@1 {bench}: {model}", f"{100 * p1:.1f}%{extra}")
     for stage, sec in s.stage_seconds.items():
         t.add_row(f"  time: {stage}", f"{sec:.1f} s")
     return t
@@ -151,6 +165,8 @@ def run(
             return
         summary = loop.run(train=train, evaluate=evaluate)
     console.print(summary_table(summary))
+    if summary.gate is not None:
+        console.print(summary.gate.verdict)
     console.print(f"run directory: {loop.store.root}")
     _write_report(loop.store.root)
 

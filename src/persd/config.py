@@ -18,6 +18,7 @@ from persd.pipeline.config import (
     AttemptConfig,
     DataConfig,
     EvalStageConfig,
+    GateConfig,
     PoolConfig,
     RoundsConfig,
     SynthConfig,
@@ -54,6 +55,7 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     evaluate: EvalStageConfig = Field(default_factory=EvalStageConfig)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)

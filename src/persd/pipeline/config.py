@@ -23,6 +23,13 @@ class PoolConfig(_Section):
     )
     limit: int | None = Field(None, ge=1, description="use the first N tasks after shuffling")
     shuffle_seed: int = 0
+    validation: int = Field(
+        40,
+        ge=0,
+        description="tasks held out of the pool (seeded) to judge every trained model against "
+        "the base: never attempted, never in a training set. 0 turns the gate off",
+    )
+    validation_seed: int = Field(1, description="which tasks are held out for validation")
     decontaminate: bool = True
     decontaminate_against: tuple[str, ...] = ("humaneval", "mbpp-test")
     ngram: int = Field(13, ge=4, description="word n-gram length for the overlap check")
@@ -127,6 +134,21 @@ class TrainStageConfig(TrainConfig):
 
     variants: tuple[Variant, ...] = ("persd_combined",)
     epochs: float = Field(2.0, gt=0)
+
+
+class GateConfig(_Section):
+    """``gate:`` — which trained model a run keeps. Every trained variant, at each epoch's
+    checkpoint, is scored on the pool's validation tasks with the evaluation's decoding and
+    paired per task against the base; a variant's best checkpoint is kept only when it gains
+    at least ``min_net_gain`` more tasks than it loses, else the base stays the result."""
+
+    min_net_gain: int = Field(
+        1, ge=1, description="kept when (tasks gained - tasks lost) on validation reaches this"
+    )
+    max_p: float | None = Field(
+        None, gt=0.0, le=1.0, description="also require the exact McNemar p to be at most this"
+    )
+    epochs: bool = Field(True, description="also score each epoch's checkpoint, not only the end")
 
 
 class EvalStageConfig(_Section):

@@ -65,13 +65,13 @@ def evaluate_model(
     benchmark: str,
     out: str,
     prompt_json: str = "{}",
-    task_ids_json: str = "null",
+    tasks_json: str = "null",
     *,
     tick: Callable[[int], None],
     note: Callable[[str], None],
 ) -> dict:
-    """Sample and score one student on one benchmark (or on the given task ids of it, e.g.
-    a run's validation tasks); the report as a dict. Self-refinement prompts come from the
+    """Sample and score one student on one benchmark (or on the given tasks, e.g. a run's
+    validation tasks); the report as a dict. Self-refinement prompts come from the
     run's ``prompt:`` section, the one its training rows were rendered with."""
     import json
 
@@ -79,17 +79,16 @@ def evaluate_model(
     from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig, load_student, weights_fingerprint
     from persd.pipeline.config import EvalStageConfig
+    from persd.records import Task
     from persd.sandbox import Sandbox, SandboxConfig
-    from persd.tasks import load_benchmark
 
     cfg = EvalStageConfig.model_validate_json(eval_json)
     student_cfg = StudentConfig.model_validate_json(student_json)
-    wanted = json.loads(task_ids_json)
-    if wanted is None:
+    given = json.loads(tasks_json)
+    if given is None:
         tasks = benchmark_tasks(benchmark, cfg)
     else:
-        by_id = {t.id: t for t in load_benchmark(benchmark)}
-        tasks = [by_id[i] for i in wanted]
+        tasks = [Task.model_validate(t) for t in given]
     done = [0]
 
     def progress(stage: str, n: int, total: int) -> None:

@@ -23,6 +23,7 @@ class Pool:
     tasks: tuple[Task, ...]
     notes: list[str] = field(default_factory=list)  # what was removed, and why
     removed: dict[str, str] = field(default_factory=dict)  # task id -> reason
+    validation: tuple[Task, ...] = ()  # held out: scores trained models, never trains them
 
 
 def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
@@ -66,6 +67,7 @@ def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
         usable = list(result.kept)
         removed.update({k: f"overlaps {v}" for k, v in result.removed.items()})
         notes.append(result.describe())
+    usable, validation = _hold_out(usable, cfg, notes)
     if cfg.limit is not None and cfg.limit < len(usable):
         random.Random(cfg.shuffle_seed).shuffle(usable)
         order = {t.id: i for i, t in enumerate(tasks)}
@@ -73,4 +75,27 @@ def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
         notes.append(f"using {cfg.limit} of the pool's tasks (pool.limit, seed {cfg.shuffle_seed})")
     if not usable:
         raise PoolError(f"pool.source '{cfg.source}': no usable task left")
-    return Pool(tasks=tuple(usable), notes=notes, removed=removed)
+    return Pool(tasks=tuple(usable), notes=notes, removed=removed, validation=validation)
+
+
+def _hold_out(
+    tasks: list[Task], cfg: PoolConfig, notes: list[str]
+) -> tuple[list[Task], tuple[Task, ...]]:
+    """(training candidates, validation tasks): ``cfg.validation`` tasks with hidden tests,
+    drawn with their own seed BEFORE ``limit`` samples the rest, so a larger pool never moves
+    a task from validation into training."""
+    if not cfg.validation:
+        return tasks, ()
+    scorable = [t for t in tasks if t.tests_hidden]
+    if len(scorable) < 2 * cfg.validation:
+        raise PoolError(
+            f"pool.validation: {cfg.validation} held-out tasks would leave "
+            f"{len(tasks) - cfg.validation} to train on; the pool has {len(scorable)} tasks "
+            "with hidden tests. Lower pool.validation (0 turns the gate off) or add tasks"
+        )
+    held = set(random.Random(cfg.validation_seed).sample([t.id for t in scorable], cfg.validation))
+    notes.append(
+        f"held out {cfg.validation} validation task(s) (pool.validation, seed "
+        f"{cfg.validation_seed}): they judge trained models and are never trained on"
+    )
+    return [t for t in tasks if t.id not in held], tuple(t for t in tasks if t.id in held)

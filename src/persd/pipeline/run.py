@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from persd.evaluate.paired import Paired, paired
 from persd.pipeline.attempt import missing_tasks, run_attempts
 from persd.pipeline.build import build_datasets
 from persd.pipeline.execute import execute
+from persd.pipeline.gate import GateResult, candidates, decide, per_task
 from persd.pipeline.heavy import evaluate_model, train_variant
 from persd.pipeline.isolate import run_isolated
 from persd.pipeline.pool import Pool, load_pool
@@ -153,7 +155,9 @@ class Loop:
                     removed[task.id] = "too few synthesised tests survived"
                 else:
                     tasks.append(ready)
-            self._pool = Pool(tasks=tuple(tasks), notes=raw.notes, removed=removed)
+            self._pool = Pool(
+                tasks=tuple(tasks), notes=raw.notes, removed=removed, validation=raw.validation
+            )
         return self._pool
 
     @property
@@ -457,10 +461,11 @@ class Loop:
             resume = out.exists() and any(out.glob("checkpoint-*"))
             if out.exists() and not resume:
                 shutil.rmtree(out)  # a start that wrote no checkpoint: nothing to keep
-            settings = TrainConfig.model_validate(
-                cfg.model_dump(exclude={"variants"})
-                | {"format": fmt, "resume": resume, "init_adapter": init_adapter}
-            )
+            extra = {"format": fmt, "resume": resume, "init_adapter": init_adapter}
+            if self.gated and self.config.gate.epochs:
+                # Every epoch's checkpoint stays, for the gate to score.
+                extra |= {"save_strategy": "epoch", "save_total_limit": None}
+            settings = TrainConfig.model_validate(cfg.model_dump(exclude={"variants"}) | extra)
             with self.timer.stage(f"train {name}"):
                 self.progress.note(f"train: {name} ({', '.join(map(str, data))}) -> {out}")
                 model_dir = run_isolated(
@@ -487,38 +492,102 @@ class Loop:
                 found[model_name(variant, r)] = self.model_dir(variant, r) / "final"
         return found
 
-    def evaluate(self, trained: dict[str, Path] | None = None) -> dict[str, dict]:
-        """Score the base student and each trained model with the same settings."""
+    @property
+    def gated(self) -> bool:
+        """Whether trained models are judged on held-out validation tasks."""
+        return bool(self.config.pool.validation)
+
+    def _evaluate_one(
+        self, name: str, model: Path | None, bench: str, out: Path, tasks: Sequence[Task] | None
+    ) -> dict:
+        """One model on one benchmark (or on ``tasks``), in its own process; reused when done."""
+        if (out / "report.json").exists():
+            return json.loads((out / "report.json").read_text())
         cfg = self.config.evaluate
+        if tasks is not None:
+            cfg = cfg.model_copy(update={"refine_steps": 0})  # the gate compares step 0 only
+        base = self.config.student
+        student = (trained_student(base, model) if model else base).model_dump(mode="json")
+        student["backend"] = cfg.backend or student["backend"]
+        total = len(tasks) if tasks is not None else cfg.limit or len(load_benchmark(bench))
+        label = "validate" if tasks is not None else "eval"
+        with self.timer.stage(f"{label} {name}"):
+            return run_isolated(
+                f"{'validate' if tasks is not None else 'evaluate'} {name} on {bench}",
+                evaluate_model,
+                json.dumps(student),
+                self.config.sandbox.model_dump_json(),
+                cfg.model_dump_json(),
+                bench,
+                str(out),
+                self.config.prompt.model_dump_json(),
+                json.dumps([t.model_dump(mode="json") for t in tasks]) if tasks else "null",
+                on_tick=self.progress.start(f"{label} {name} {bench}", total),
+                on_note=self.progress.note,
+            )
+
+    def validate(self, trained: dict[str, Path]) -> GateResult | None:
+        """The held-out gate (gate.py): base and every trained checkpoint on the validation
+        tasks; the decision is written to ``gate.json``."""
+        tasks = self.pool.validation
+        if not tasks or not trained:
+            return None
+        root = self.store.root / "validation"
+        self._evaluate_one("base", None, "validation", root / "base", tasks)
+        base = per_task(root / "base")
+        scored = []
+        for name, final in trained.items():
+            for cand in candidates(name, final, epochs=self.config.gate.epochs):
+                out = root / cand.label
+                self._evaluate_one(cand.label, Path(cand.path), "validation", out, tasks)
+                scored.append((cand, per_task(out)))
+        result = decide(base, scored, self.config.gate)
+        (self.store.root / "gate.json").write_text(result.model_dump_json(indent=2))
+        self.progress.note(f"gate: {result.verdict}")
+        return result
+
+    def evaluate(
+        self, trained: dict[str, Path] | None = None, gate: GateResult | None = None
+    ) -> dict[str, dict]:
+        """Score the base student and each trained model with the same settings. With a gate,
+        each variant is scored at the checkpoint the gate found best for it."""
         if trained is None:
             trained = self.trained_models()
+        if gate is None and (self.store.root / "gate.json").exists():
+            gate = GateResult.model_validate_json((self.store.root / "gate.json").read_text())
+        if gate is not None:
+            # Each variant at its best checkpoint, named for it (persd_combined@epoch1).
+            best = {
+                row.candidate.variant: row.candidate
+                for row in gate.rows
+                if row.decision != "not its variant's best"
+            }
+            trained = {
+                (best[n].label if n in best else n): (Path(best[n].path) if n in best else p)
+                for n, p in trained.items()
+            }
         results: dict[str, dict] = {}
         for name, model in [("base", None), *trained.items()]:
-            base = self.config.student
-            student_cfg = trained_student(base, model) if model else base
-            student = student_cfg.model_dump(mode="json")
-            student["backend"] = cfg.backend or student["backend"]
-            for bench in cfg.benchmarks:
+            for bench in self.config.evaluate.benchmarks:
                 out = self.store.root / "eval" / name / bench
-                if (out / "report.json").exists():
-                    results.setdefault(name, {})[bench] = json.loads(
-                        (out / "report.json").read_text()
-                    )
-                    continue
-                total = cfg.limit or len(load_benchmark(bench))
-                with self.timer.stage(f"eval {name}"):
-                    results.setdefault(name, {})[bench] = run_isolated(
-                        f"evaluate {name} on {bench}",
-                        evaluate_model,
-                        json.dumps(student),
-                        self.config.sandbox.model_dump_json(),
-                        cfg.model_dump_json(),
-                        bench,
-                        str(out),
-                        on_tick=self.progress.start(f"eval {name} {bench}", total),
-                        on_note=self.progress.note,
-                    )
+                results.setdefault(name, {})[bench] = self._evaluate_one(
+                    name, model, bench, out, None
+                )
         return results
+
+    def versus_base(self, names: Sequence[str]) -> dict[str, dict[str, Paired]]:
+        """Each evaluated model against the base, per benchmark, paired per task."""
+        out: dict[str, dict[str, Paired]] = {}
+        for bench in self.config.evaluate.benchmarks:
+            base_dir = self.store.root / "eval" / "base" / bench
+            if not (base_dir / "samples_base.jsonl").exists():
+                continue
+            base = per_task(base_dir)
+            for name in names:
+                model_dir = self.store.root / "eval" / name / bench
+                if name != "base" and (model_dir / "samples_base.jsonl").exists():
+                    out.setdefault(name, {})[bench] = paired(base, per_task(model_dir))
+        return out
 
     # ---- all of it ---------------------------------------------------------------------
 
@@ -543,8 +612,17 @@ class Loop:
                 datasets = built
             if train:
                 trained |= self.train(r)
-        evals = self.evaluate(trained) if evaluate else {}
-        summary = self.summary(datasets).model_copy(update={"evaluation": _pass1(evals)})
+        gate = self.validate(trained) if train and self.gated else None
+        evals = self.evaluate(trained, gate) if evaluate else {}
+        summary = self.summary(datasets).model_copy(
+            update={
+                "evaluation": _pass1(evals),
+                "validation_tasks": len(self.pool.validation),
+                "gate": gate,
+                "kept": gate.kept if gate else None,
+                "versus_base": self.versus_base(list(evals)),
+            }
+        )
         (self.store.root / "summary.json").write_text(summary.model_dump_json(indent=2))
         return summary
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
+from persd.evaluate.paired import Paired
+from persd.pipeline.gate import GateResult
 from persd.records import Attempt, Example, Execution, TeacherCall
 
 
@@ -48,6 +50,11 @@ class RunSummary(BaseModel):
     teacher_cost_usd: float = 0.0
     stage_seconds: dict[str, float] = Field(default_factory=dict)  # this invocation
     evaluation: dict[str, dict[str, float]] = Field(default_factory=dict)  # pass@1, step 0
+    validation_tasks: int = 0  # held out of the pool for the gate
+    gate: GateResult | None = None  # every trained checkpoint against the base on validation
+    kept: str | None = None  # the model the run keeps: "base" or a trained model's label
+    # model -> benchmark -> paired comparison with the base on the benchmark's tasks
+    versus_base: dict[str, dict[str, Paired]] = Field(default_factory=dict)
     rounds: list[RoundSummary] = Field(default_factory=list)  # multi-round runs only
 
     @property

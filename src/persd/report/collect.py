@@ -14,6 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from persd.evaluate.multistep import EvalReport
+from persd.evaluate.paired import Paired
+from persd.pipeline.gate import GateResult
 from persd.pipeline.store import RunStore, StageFile
 from persd.pipeline.summary import RoundSummary, failure_kind, summarise
 from persd.records import Attempt, Example, Execution, TeacherCall
@@ -86,7 +88,19 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         stage_seconds=seconds,
     )
     rounds = [RoundSummary.model_validate(r) for r in saved.get("rounds") or []]
-    summary = summary.model_copy(update={"rounds": rounds})
+    gate = saved.get("gate")
+    summary = summary.model_copy(
+        update={
+            "rounds": rounds,
+            "validation_tasks": saved.get("validation_tasks") or 0,
+            "gate": GateResult.model_validate(gate) if gate else None,
+            "kept": saved.get("kept"),
+            "versus_base": {
+                model: {bench: Paired.model_validate(p) for bench, p in by_bench.items()}
+                for model, by_bench in (saved.get("versus_base") or {}).items()
+            },
+        }
+    )
     notes: list[str] = []
     evals = _evals(run_dir, notes)
     teach = config.get("teach") or {}

@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default)")
     gradient_checkpointing: bool = Field(False, description="less memory, ~30% more compute")
     seed: int = 42
+    save_strategy: Literal["steps", "epoch"] = Field(
+        "steps", description="checkpoint every save_steps optimizer steps, or at each epoch's end"
+    )
     save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps")
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (None: all)")
     logging_steps: int = Field(10, ge=1)

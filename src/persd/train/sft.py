@@ -204,7 +204,7 @@ def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
         activation_checkpointing=config.gradient_checkpointing,  # TRL defaults to True
         seed=config.seed,
         data_seed=config.seed,
-        save_strategy="steps",
+        save_strategy=config.save_strategy,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,

@@ -1,0 +1,136 @@
+"""The held-out gate: which trained model a run keeps, judged on tasks no model trained on.
+
+A trained student is only a result if it beats the student it started from on tasks it never
+saw. Each trained variant is scored at each epoch's checkpoint on the pool's validation tasks,
+with the decoding evaluation uses, and paired per task against the base (tasks gained, tasks
+lost, exact McNemar p). A variant keeps its best checkpoint; the run keeps the best variant
+only when it clears ``gate.min_net_gain`` (and ``gate.max_p`` when set), else the base.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from persd.evaluate.paired import Paired, paired
+from persd.pipeline.config import GateConfig
+
+
+class Candidate(BaseModel):
+    """One trained model the gate can keep: a variant at one checkpoint."""
+
+    variant: str  # evaluation name: persd_combined, persd_combined@r1
+    checkpoint: str  # "epoch 1", ..., or "final"
+    path: str  # the adapter / model directory
+
+    @property
+    def label(self) -> str:
+        """Directory-safe name: ``persd_combined`` (final) or ``persd_combined@epoch1``."""
+        if self.checkpoint == "final":
+            return self.variant
+        return f"{self.variant}@{self.checkpoint.replace(' ', '')}"
+
+
+class GateRow(BaseModel):
+    candidate: Candidate
+    vs_base: Paired
+    decision: str  # kept | best of its variant, below the rule | not its variant's best
+
+
+class GateResult(BaseModel):
+    validation_tasks: int
+    base_passed: int
+    rule: str
+    rows: list[GateRow]
+    kept: str  # "base" or the kept candidate's label
+    kept_path: str | None = None
+    verdict: str  # the result in words, for the summary, the CLI and the report
+
+
+def candidates(variant: str, final: Path, *, epochs: bool) -> list[Candidate]:
+    """``final`` and, with ``epochs``, every earlier epoch's checkpoint beside it (the last
+    epoch's checkpoint holds the same weights as ``final``)."""
+    found = [Candidate(variant=variant, checkpoint="final", path=str(final))]
+    if not epochs:
+        return found
+    by_step: list[tuple[int, float, Path]] = []
+    for ckpt in final.parent.glob("checkpoint-*"):
+        state = ckpt / "trainer_state.json"
+        if not (ckpt / "adapter_config.json").is_file() or not state.is_file():
+            continue
+        data = json.loads(state.read_text())
+        by_step.append((int(data.get("global_step", 0)), float(data.get("epoch") or 0), ckpt))
+    by_step.sort()
+    earlier = [
+        Candidate(variant=variant, checkpoint=f"epoch {round(epoch)}", path=str(path))
+        for _, epoch, path in by_step[:-1]  # the last one is final's twin
+        if epoch > 0 and abs(epoch - round(epoch)) < 1e-6
+    ]
+    return earlier + found
+
+
+def rule_text(cfg: GateConfig) -> str:
+    rule = f"gained - lost >= {cfg.min_net_gain}"
+    return rule + (f" and p <= {cfg.max_p:g}" if cfg.max_p is not None else "")
+
+
+def _clears(p: Paired, cfg: GateConfig) -> bool:
+    return p.net >= cfg.min_net_gain and (cfg.max_p is None or p.p_value <= cfg.max_p)
+
+
+def decide(
+    base: dict[str, bool], scored: list[tuple[Candidate, dict[str, bool]]], cfg: GateConfig
+) -> GateResult:
+    """Pair every candidate with the base; keep each variant's best, then the best overall
+    if it clears the rule. Ties go to the earlier checkpoint (fewer steps from the base)."""
+    pairs = [(c, paired(base, verdicts)) for c, verdicts in scored]
+    best: dict[str, tuple[Candidate, Paired]] = {}
+    for c, p in pairs:  # candidates come in training order within a variant
+        if c.variant not in best or p.net > best[c.variant][1].net:
+            best[c.variant] = (c, p)
+    winner = max(best.values(), key=lambda cp: cp[1].net, default=None)
+    kept = winner if winner is not None and _clears(winner[1], cfg) else None
+    rows = []
+    for c, p in pairs:
+        if kept is not None and c == kept[0]:
+            decision = "kept"
+        elif best[c.variant][0] == c:
+            decision = "best of its variant; no gain" if not _clears(p, cfg) else "not kept"
+        else:
+            decision = "not its variant's best"
+        rows.append(GateRow(candidate=c, vs_base=p, decision=decision))
+    n = len(base)
+    if kept is not None:
+        c, p = kept
+        verdict = f"{c.variant} {c.checkpoint}: {p.describe()} on validation → kept"
+    elif winner is not None:
+        c, p = winner
+        verdict = (
+            f"no trained model beat the base on {n} validation tasks (best: {c.variant} "
+            f"{c.checkpoint}, {p.describe()}): the base stays the result"
+        )
+    else:
+        verdict = "nothing was trained: the base stays the result"
+    return GateResult(
+        validation_tasks=n,
+        base_passed=sum(base.values()),
+        rule=rule_text(cfg),
+        rows=rows,
+        kept=kept[0].label if kept else "base",
+        kept_path=kept[0].path if kept else None,
+        verdict=verdict,
+    )
+
+
+def per_task(eval_dir: Path) -> dict[str, bool]:
+    """Task id -> passed, from an evaluation's step-0 samples (one greedy sample per task;
+    with n > 1 a task counts as passed when its first sample passed)."""
+    out: dict[str, bool] = {}
+    for line in (eval_dir / "samples_base.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("index", 0) == 0:
+                out[row["task_id"]] = bool(row["passed"])
+    return out
