@@ -78,18 +78,20 @@ def main() -> None:
     rows = [f"base: {sum(base.values())}/{len(base)}"]
     print(rows[0], flush=True)
     for lr in args.lrs.split(","):
-        model = args.out / f"lr{lr}"
+        tag = f"lr{lr}" + (f"-e{args.epochs:g}" if args.epochs != 2.0 else "")
+        model = args.out / tag
         _train(args.data, model, float(lr), args.epochs)
-        got = _evaluate(model / "final", sample, args.out / f"eval-lr{lr}")
+        got = _evaluate(model / "final", sample, args.out / f"eval-{tag}")
         gained = sum(got[t] and not base[t] for t in sample)
         lost = sum(base[t] and not got[t] for t in sample)
         line = (
-            f"lr {lr}: {sum(got.values())}/{len(got)}  +{gained}/-{lost}  "
+            f"{tag}: {sum(got.values())}/{len(got)}  +{gained}/-{lost}  "
             f"p={mcnemar_exact(gained, lost):.3f}"
         )
         rows.append(line)
         print(line, flush=True)
-    (args.out / "table.txt").write_text("\n".join(rows) + "\n")
+    with (args.out / "table.txt").open("a") as f:
+        f.write("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

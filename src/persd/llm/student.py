@@ -117,6 +117,7 @@ def load_student(config: StudentConfig) -> Student:
             max_lora_rank=config.max_lora_rank,
             gpu_memory_utilization=config.gpu_memory_utilization,
             name=resolved.name,
+            gguf_source=Path(where) if resolved.kind == "gguf" else None,
         )
     from persd.llm.student_hf import HFStudent
 

@@ -106,7 +106,9 @@ class HFStudent:
         threads: int | None = None,
         name: str | None = None,
         device: str | None = None,
+        gguf_source: Path | str | None = None,
     ) -> None:
+        """``gguf_source``: the GGUF an HF directory was converted from (its tokenizer rules)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,25 +139,20 @@ class HFStudent:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
         self._model_id = f"{base}+{adapter_label(adapter)}" if adapter else base
+        from persd.llm.render import from_gguf, from_hf_tokenizer
+
+        # A GGUF model is tokenised as llama.cpp tokenises it, in training and in every
+        # backend; the tokenizer transformers rebuilds from it differs on some whitespace.
+        gguf = gguf_source or (local if local.suffix == ".gguf" else None)
+        self.renderer = from_gguf(gguf) if gguf else from_hf_tokenizer(self.tokenizer, str(path))
 
     @property
     def model_id(self) -> str:
         return self._model_id
 
-    def _render(self, prompt: Prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        messages = [m.model_dump() for m in prompt]
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-
     def _encode(self, prompt: Prompt) -> list[int]:
-        # A rendered chat template already holds its special tokens; raw text gets the
-        # tokenizer's usual ones (a BOS for Llama-style vocabularies).
-        return self.tokenizer(self._render(prompt), add_special_tokens=isinstance(prompt, str))[
-            "input_ids"
-        ]
+        """The prompt's ids from THE renderer (``persd.llm.render``): the trainer's ids."""
+        return self.renderer.ids(prompt)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         """``params.n`` samples per prompt; reproducible for the same prompts and params."""

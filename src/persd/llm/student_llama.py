@@ -17,7 +17,6 @@ from persd.errors import PersdError
 from persd.llm.base import (
     FinishReason,
     Generation,
-    Message,
     Prompt,
     SamplingParams,
     adapter_label,
@@ -87,6 +86,10 @@ class LlamaStudent:
                 )
         except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
             raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None
+        from persd.llm.render import from_llama
+
+        # THE renderer: the ids this student is sampled from are the ids it is trained on.
+        self.renderer = from_llama(self.llm, str(path))
         base = name or path.name.removesuffix(".gguf")
         self._model_id = f"{base}+{adapter_label(lora_path)}" if lora_path else base
 
@@ -106,40 +109,34 @@ class LlamaStudent:
             "seed": seed,
         }
         self.llm.reset()  # reproducible samples (see the class docstring)
+        ids = self._ids(prompt)
         if params.stop_when_answered and not isinstance(prompt, str):
-            return self._until_answered(prompt, kw, params.stop_when_answered)
-        if isinstance(prompt, str):
-            reply = self.llm.create_completion(prompt, **kw)
-            text = reply["choices"][0]["text"]
-        else:
-            messages = [m.model_dump() for m in prompt]
-            reply = self.llm.create_chat_completion(messages, **kw)
-            text = reply["choices"][0]["message"]["content"] or ""
+            return self._until_answered(ids, kw, params.stop_when_answered)
+        reply = self.llm.create_completion(ids, **kw)
         reason = reply["choices"][0]["finish_reason"]
         finish: FinishReason = "length" if reason == "length" else "stop"
-        usage = reply["usage"]
         return Generation(
-            text=text,
-            tokens_in=usage["prompt_tokens"],
-            tokens_out=usage["completion_tokens"],
+            text=reply["choices"][0]["text"],
+            tokens_in=len(ids),
+            tokens_out=reply["usage"]["completion_tokens"],
             finish_reason=finish,
         )
 
-    def _until_answered(
-        self, prompt: tuple[Message, ...], kw: dict[str, Any], entry_point: str
-    ) -> Generation:
-        """A chat reply streamed token by token, stopped once its program is final
+    def _ids(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids, from the renderer training uses (llama.cpp's chat handler
+        rendered the same template; rendering here makes the match hold by construction).
+        Generation ends at the vocabulary's end-of-generation tokens (``<|im_end|>``)."""
+        return self.renderer.ids(prompt)
+
+    def _until_answered(self, ids: list[int], kw: dict[str, Any], entry_point: str) -> Generation:
+        """A reply streamed token by token, stopped once its program is final
         (``extract.answer_complete``): the same tokens up to there as without streaming."""
-        messages = [m.model_dump() for m in prompt]
-        stream = self.llm.create_chat_completion(messages, stream=True, **kw)
-        text, tokens_in, reason = "", 0, "length"
+        stream = self.llm.create_completion(ids, stream=True, **kw)
+        text, reason = "", "length"
         try:
             for chunk in stream:
                 choice = chunk["choices"][0]
-                piece = choice["delta"].get("content") or ""
-                if piece and not text:
-                    # The prompt is evaluated, the first token sampled but not yet fed back.
-                    tokens_in = self.llm.n_tokens
+                piece = choice.get("text") or ""
                 text += piece
                 if choice.get("finish_reason"):
                     reason = choice["finish_reason"]
@@ -150,7 +147,7 @@ class LlamaStudent:
             stream.close()
         return Generation(
             text=text,
-            tokens_in=tokens_in,
+            tokens_in=len(ids),
             # The streamed pieces re-tokenized: the generated count (streaming gives no usage).
             tokens_out=len(self.llm.tokenize(text.encode(), add_bos=False, special=False)),
             finish_reason="length" if reason == "length" else "stop",

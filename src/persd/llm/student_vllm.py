@@ -57,7 +57,10 @@ class VLLMStudent:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         name: str | None = None,
+        gguf_source: Path | str | None = None,
     ) -> None:
+        """``gguf_source``: the GGUF ``model`` was converted from, whose tokenizer rules the
+        student is trained and served with (``persd.llm.render``)."""
         vllm = _import_vllm()
         from vllm.lora.request import LoRARequest
 
@@ -71,6 +74,14 @@ class VLLMStudent:
             max_model_len=max_model_len,
         )
         self._sampling_params = vllm.SamplingParams
+        from persd.llm.render import from_gguf, from_hf_tokenizer
+
+        if gguf_source is not None:
+            self.renderer = from_gguf(gguf_source)
+        else:
+            from transformers import AutoTokenizer
+
+            self.renderer = from_hf_tokenizer(AutoTokenizer.from_pretrained(str(model)), str(model))
         self.lora = LoRARequest(Path(adapter).name, 1, str(adapter)) if adapter else None
         base = name or Path(str(model)).name
         self._model_id = f"{base}+{Path(adapter).name}" if adapter else base
@@ -80,20 +91,19 @@ class VLLMStudent:
         return self._model_id
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
-        """All prompts in one vLLM call per kind (raw text, chat): vLLM schedules the batch."""
+        """All prompts in one vLLM call, as token ids from THE renderer (the trainer's ids:
+        vLLM's own chat rendering and tokenizer are never used); vLLM schedules the batch."""
         sp = self._sampling_params(**vllm_sampling_kwargs(params))
-        raw = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
-        chat = [(i, p) for i, p in enumerate(prompts) if not isinstance(p, str)]
-        outputs: dict[int, Any] = {}
-        if raw:
-            texts = [p for _, p in raw]
-            done = self.llm.generate(texts, sp, use_tqdm=False, lora_request=self.lora)
-            outputs.update(zip((i for i, _ in raw), done, strict=True))
-        if chat:
-            conversations = [[m.model_dump() for m in p] for _, p in chat]
-            done = self.llm.chat(conversations, sp, use_tqdm=False, lora_request=self.lora)
-            outputs.update(zip((i for i, _ in chat), done, strict=True))
-        return [_generations(outputs[i], params.n) for i in range(len(prompts))]
+        ids = [
+            self.renderer.encode(p, first=True)
+            if isinstance(p, str)
+            else self.renderer.prompt_ids(p)
+            for p in prompts
+        ]
+        done = self.llm.generate(
+            [{"prompt_token_ids": i} for i in ids], sp, use_tqdm=False, lora_request=self.lora
+        )
+        return [_generations(out, params.n) for out in done]
 
     def close(self) -> None:
         self.__dict__.pop("llm", None)

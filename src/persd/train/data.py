@@ -2,10 +2,10 @@
 
 TRL computes the loss on the completion only for prompt-completion datasets, in both shapes:
 
-- ``chat``: ``prompt=[{"role": "user", ...}]``, ``completion=[{"role": "assistant", ...}]``; TRL
-  renders them with the model's chat template, so the end-of-turn token the template writes after
-  the assistant turn (``<|im_end|>`` for Qwen2 / SmolLM2) is a completion token: the model learns
-  to stop, as it must when sampled through the same template.
+- ``chat``: rendered and tokenised by the student's ``ChatRenderer`` (``persd.llm.render``), the
+  one every serving backend uses: the prompt ids are the ids the student is sampled from, and
+  the end-of-turn token the template writes after the assistant turn (``<|im_end|>`` for Qwen2 /
+  SmolLM2) is a completion token, so the model learns to stop.
 - ``base``: tokenised here, prompt and completion separately, then joined, with the EOS
   appended (as the paper did). Tokenising ``prompt + completion`` as one string, as TRL does for
   plain text, lets BPE merge across the boundary (Qwen2.5 has one token for a period, closing
@@ -27,6 +27,8 @@ from persd.records import Example
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from persd.llm.render import ChatRenderer
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -79,27 +81,37 @@ def load_examples(paths: Sequence[Path]) -> list[Example]:
 
 
 def to_dataset(
-    examples: Sequence[Example], fmt: Literal["chat", "base"], tokenizer: Any
+    examples: Sequence[Example],
+    fmt: Literal["chat", "base"],
+    tokenizer: Any,
+    renderer: ChatRenderer | None = None,
 ) -> Dataset:
-    """What SFTTrainer takes: conversational prompt-completion rows for ``chat``; for ``base``,
-    token ids with a completion mask (TRL turns the mask into -100 labels on the prompt)."""
+    """What SFTTrainer takes: token ids with a completion mask (TRL turns the mask into -100
+    labels on the prompt), so the ids are ours, not TRL's own tokenisation.
+
+    The ``renderer`` (``persd.llm.render``) is the student's serving tokenizer. ``chat``: the
+    user turn becomes exactly the prompt ids every serving backend feeds the student, the
+    completion the assistant turn with its end-of-turn token (learnt: the model must stop).
+    ``base``: prompt and completion tokenised apart, the EOS appended, as the paper did.
+    """
     from datasets import Dataset
 
-    if fmt == "chat":
-        return Dataset.from_dict(
-            {
-                "prompt": [[{"role": "user", "content": ex.prompt}] for ex in examples],
-                "completion": [
-                    [{"role": "assistant", "content": ex.completion}] for ex in examples
-                ],
-            }
-        )
+    from persd.llm.base import Message
+
     ids, masks = [], []
     for ex in examples:
-        prompt = tokenizer(ex.prompt)["input_ids"]  # with BOS where the vocabulary uses one
-        completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
-        completion.append(tokenizer.eos_token_id)  # learnt: the model must stop by itself
-        ids.append(prompt + completion)
+        if renderer is None:  # a model without a persd renderer: its own tokenizer, BOS and EOS
+            prompt = tokenizer(ex.prompt)["input_ids"]
+            completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+            completion.append(tokenizer.eos_token_id)
+        elif fmt == "chat":
+            turn = [Message(role="user", content=ex.prompt)]
+            prompt = renderer.prompt_ids(turn)
+            completion = renderer.encode(renderer.completion_text(turn, ex.completion), first=False)
+        else:
+            prompt = renderer.encode(ex.prompt, first=True)
+            completion = renderer.encode(ex.completion, first=False) + [tokenizer.eos_token_id]
+        ids.append(prompt + completion)  # learnt: the completion and its end, so it stops
         masks.append([0] * len(prompt) + [1] * len(completion))
     return Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
 

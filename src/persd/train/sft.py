@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
+from persd.llm.render import ChatRenderer
 from persd.records import Example
 from persd.train.config import TrainConfig
 from persd.train.data import describe, load_examples, to_dataset
@@ -226,6 +227,7 @@ def make_trainer(
     out_dir: Path,
     *,
     progress: Progress | None = None,
+    renderer: ChatRenderer | None = None,
 ) -> tuple[Any, Any]:
     """(SFTTrainer with the rows tokenised and labelled, its meter): the model loaded in the
     precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full."""
@@ -244,6 +246,10 @@ def make_trainer(
     args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
     model, tokenizer = _load(model_ref, config, load_dtype)
+    if renderer is None:
+        from persd.llm.render import from_hf_tokenizer
+
+        renderer = from_hf_tokenizer(tokenizer, model_ref)
     peft_config = _lora_config(config) if config.method == "lora" else None
     if config.init_adapter:
         model = _continue_adapter(model, config.init_adapter)
@@ -254,7 +260,7 @@ def make_trainer(
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(examples, config.format, tokenizer),
+            train_dataset=to_dataset(examples, config.format, tokenizer, renderer),
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[meter],
@@ -299,7 +305,14 @@ def train(
         torch.set_num_threads(config.threads)  # process-wide; torch has no per-model setting
     with state.main_process_first():  # rank 0 converts a GGUF; the others then reuse it
         name, model_ref = resolve_base(base_model)
-    trainer, meter = make_trainer(config, examples, model_ref, out_dir, progress=progress)
+    from persd.llm.render import renderer_for
+
+    # The tokenizer the student is SERVED with (llama.cpp's for a GGUF base), not the one
+    # transformers rebuilt from it: the two disagree on some whitespace runs.
+    renderer = renderer_for(base_model)
+    trainer, meter = make_trainer(
+        config, examples, model_ref, out_dir, progress=progress, renderer=renderer
+    )
     # TRL drops rows whose prompt alone fills max_seq_len (nothing left to learn): say so.
     dropped = len(examples) - len(trainer.train_dataset)
     if dropped and progress and state.is_main_process:
