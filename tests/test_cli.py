@@ -75,3 +75,35 @@ def test_import_persd_loads_no_heavy_ml_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unreachable_teacher_fails_in_seconds_naming_the_keys(tmp_path: Path) -> None:
+    """Before any stage: no student work, no stage file, one line naming what to change."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "teacher:\n  model: t\n  base_url: http://127.0.0.1:9/v1\n  api_key_env: NOPE_KEY\n"
+        "  server: null\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NOPE_KEY"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from persd.cli import main; main()", "run", str(cfg)]
+        + ["--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    took = time.monotonic() - start
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "teacher.base_url" in lines[0] and "NOPE_KEY" in lines[0]
+    # ~2 s here; the bound only catches a return of minutes of student work before failing.
+    assert took < 60, took
+    assert not list((tmp_path / "r").glob("*.jsonl"))  # no stage ran

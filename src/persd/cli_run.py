@@ -14,6 +14,7 @@ from rich.table import Table
 
 from persd.config import RunConfig, load_config
 from persd.pipeline.plan import make_plan
+from persd.pipeline.preflight import run_checks
 from persd.pipeline.run import Loop
 from persd.pipeline.summary import RunSummary
 
@@ -141,8 +142,14 @@ def run(
     """
     with progress_bars() as bars:
         loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run)
+        # In seconds, before any stage: a wrong teacher URL or key fails now (one line naming
+        # the key), not after minutes of student work.
+        checks = run_checks(loop.config, loop.store.root, stop_at_first=not dry_run)
         if dry_run:
             bars.stop()
+            for check in checks:
+                mark = "[green]ok[/green]" if check.ok else "[red]FAILED[/red]"
+                console.print(f"preflight {check.name}: {mark} {check.detail}")
             plan = make_plan(loop)
             t = Table(title=f"plan for {loop.store.root}")
             t.add_column("")
