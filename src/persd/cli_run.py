@@ -88,6 +88,8 @@ def summary_table(s: RunSummary) -> Table:
         "refinements accepted",
         f"{s.refinements_verified}/{s.refinements} ({s.acceptance_rate:.1%})",
     )
+    for rule, n in s.data_rules.items():
+        t.add_row(f"  teacher programs: {rule}", str(n))
     for name, n in s.examples.items():
         t.add_row(f"  examples: {name}", str(n))
     t.add_row("teacher tokens in / out", f"{s.teacher_tokens_in} / {s.teacher_tokens_out}")

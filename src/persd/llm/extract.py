@@ -264,3 +264,12 @@ def extract_program(output: str, *, prompt: str, entry_point: str, chat: bool) -
     if chat:
         program = attach_prompt_context(program, prompt, entry_point)
     return program
+
+
+def test_code_removed(output: str, *, prompt: str, entry_point: str) -> bool:
+    """Whether extraction dropped test or demo code (a ``check_x()`` function, prints, asserts,
+    a main block) from a chat reply's program: what a training row no longer teaches."""
+    blocks = fenced_blocks(output)
+    program = _choose_block(blocks, entry_point) if blocks else _unfenced_code(output)
+    program = _parsable_prefix(program, entry_point)
+    return drop_test_code(program, entry_point).strip() != program.strip()

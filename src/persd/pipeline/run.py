@@ -658,6 +658,7 @@ class Loop:
             datasets=datasets,
             teacher_calls_new=self.teacher_calls_new,
             stage_seconds=self.timer.seconds,
+            tasks_by_id=tasks,
         ).model_copy(update={"rounds": self.round_summaries()})
 
     def round_summaries(self) -> list[RoundSummary]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from persd.evaluate.paired import Paired
 from persd.pipeline.gate import GateResult
-from persd.records import Attempt, Example, Execution, TeacherCall
+from persd.records import Attempt, Example, Execution, Task, TeacherCall
 
 
 class RoundSummary(BaseModel):
@@ -44,6 +44,9 @@ class RunSummary(BaseModel):
     refinements: int = 0
     refinements_verified: int = 0
     examples: dict[str, int] = Field(default_factory=dict)
+    # What the data rules did to the teacher's programs before any became a row (verified
+    # programs only become rows): rule -> programs
+    data_rules: dict[str, int] = Field(default_factory=dict)
     teacher_calls_new: int = 0  # HTTP calls made by THIS invocation (0 on a complete rerun)
     teacher_tokens_in: int = 0
     teacher_tokens_out: int = 0
@@ -84,6 +87,28 @@ def verified(calls: Sequence[TeacherCall], verifications: Mapping[str, Execution
     return sum(1 for c in calls if c.id in verifications and verifications[c.id].feedback.passed)
 
 
+def data_rules(
+    calls: Sequence[TeacherCall], verifications: Mapping[str, Execution], tasks: Mapping[str, Task]
+) -> dict[str, int]:
+    """How many teacher programs each rule kept out of the rows or changed."""
+    from persd.llm.extract import test_code_removed
+
+    failed = [verifications[c.id] for c in calls if c.id in verifications]
+    failed = [e for e in failed if not e.feedback.passed]
+    scaffolded = sum(
+        test_code_removed(c.raw, prompt=tasks[c.task_id].prompt, entry_point=t.entry_point)
+        for c in calls
+        if (t := tasks.get(c.task_id)) is not None
+    )
+    return {
+        "failed a test (not verified, no row)": len(failed),
+        "of which NameError: a name never imported or defined": sum(
+            failure_kind(e) == "NameError" for e in failed
+        ),
+        "test/demo code removed from the program (row keeps the solution)": scaffolded,
+    }
+
+
 def summarise(
     *,
     tasks: int,
@@ -96,12 +121,14 @@ def summarise(
     datasets: Mapping[str, Sequence[Example]],
     teacher_calls_new: int,
     stage_seconds: Mapping[str, float],
+    tasks_by_id: Mapping[str, Task] | None = None,
 ) -> RunSummary:
     ran = [executions[a.id] for a in attempts if a.id in executions]
     failures = Counter(failure_kind(e) for e in ran if not e.feedback.passed)
 
     calls = [*solutions, *refinements]
     return RunSummary(
+        data_rules=data_rules(calls, verifications, tasks_by_id or {}),
         tasks=tasks,
         tasks_removed=tasks_removed,
         attempts=len(ran),
