@@ -86,11 +86,14 @@ def _blocking_ancestors(path: Path) -> list[Path]:
 
 
 def _nobody_can_run_python(workdir: Path) -> bool:
-    probe = [sys.executable, "-c", "import persd.sandbox"]
+    """Whether nobody runs THIS interpreter. A venv whose interpreter links into a closed
+    directory (pyenv under /root) can look runnable: the exec resolves, through the venv, to
+    another Python (the system's), which then cannot start the sandbox's own interpreter."""
+    probe = [sys.executable, "-c", "import sys, persd.sandbox; print(sys.version)"]
     cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *probe]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(workdir / "src")}
-    done = subprocess.run(cmd, capture_output=True, cwd="/", env=env)
-    return done.returncode == 0
+    done = subprocess.run(cmd, capture_output=True, cwd="/", env=env, text=True)
+    return done.returncode == 0 and done.stdout.strip() == sys.version
 
 
 def _launcher(workdir: Path) -> list[str]:
@@ -98,7 +101,8 @@ def _launcher(workdir: Path) -> list[str]:
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     if _nobody_can_run_python(workdir):
         return drop
-    prefix = Path(sys.base_prefix).resolve()
+    # The interpreter's real home: a venv's python is a link to it.
+    prefix = Path(os.path.realpath(sys.executable)).parent.parent
     blocking = _blocking_ancestors(prefix)
     if len(blocking) != 1 or shutil.which("unshare") is None or shutil.which("mount") is None:
         pytest.skip(
