@@ -328,7 +328,7 @@ def test_config_file_and_flags(tmp_path: Path):
     cfg.write_text("data: {format: base}\ntrain: {epochs: 2, lora: {r: 4}, variants: [persd]}\n")
     config = load_train_config(cfg, {"epochs": 5, "seed": None})
     assert (config.format, config.epochs, config.lora.r, config.seed) == ("base", 5, 4, 42)
-    assert config.lr == 2e-4 and TrainConfig(method="full").lr == 1e-5
+    assert config.lr == 2e-5 and TrainConfig(method="full").lr == 1e-5
     cfg.write_text("train: {lora: {rank: 4}}\n")
     with pytest.raises(PersdError, match=r"unknown key 'lora.rank'; did you mean 'lora.r'"):
         load_train_config(cfg)
