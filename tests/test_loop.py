@@ -216,5 +216,10 @@ def test_the_gate_scores_trained_models_on_held_out_tasks(tmp_path, smollm2_gguf
     for row in gate["rows"]:
         assert row["vs_base"]["tasks"] == 2
     assert "kept" in out and "validation: base" in out
+    # Libraries' own output (loading bars, warnings) goes to the run's logs, not the terminal.
+    assert "Loading weights" not in out and "it/s" not in out
+    assert list((run_dir / "logs").glob("train-*.log")) and list(
+        (run_dir / "logs").glob("validate-*.log")
+    )
     page = (run_dir / "report.html").read_text()
     assert "Held-out gate" in page and html.escape(gate["rule"]) in page

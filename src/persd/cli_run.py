@@ -69,10 +69,11 @@ def _loop(
     progress: RichProgress,
     *,
     dry_run: bool = False,
+    verbose: bool = False,
 ) -> Loop:
     cfg: RunConfig = load_config(config or default_config())
     where = run_dir or Path("runs") / (config.stem if config else "default")
-    return Loop(cfg, where, progress=progress, force=force, dry_run=dry_run)
+    return Loop(cfg, where, progress=progress, force=force, dry_run=dry_run, verbose=verbose)
 
 
 def summary_table(s: RunSummary) -> Table:
@@ -137,13 +138,19 @@ def run(
     force: ForceOpt = False,
     train: Annotated[bool, typer.Option(help="Fine-tune on train.variants after building.")] = True,
     evaluate: Annotated[bool, typer.Option(help="Score base and trained students.")] = True,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show training and evaluation libraries' own output too."
+        ),
+    ] = False,
 ) -> None:
     """Run the whole loop: attempt, execute, refine, verify, build data, train, evaluate.
 
     Resumable: rerun the same command after an interruption and it continues.
     """
     with progress_bars() as bars:
-        loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run)
+        loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run, verbose=verbose)
         # In seconds, before any stage: a wrong teacher URL or key fails now (one line naming
         # the key), not after minutes of student work.
         checks = run_checks(loop.config, loop.store.root, stop_at_first=not dry_run)

@@ -23,7 +23,12 @@ class StageProcessError(PersdError):
     pass
 
 
-def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _child(
+    conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, log_path: str | None = None
+) -> None:
+    if log_path is not None:
+        _output_to(log_path)
+
     def tick(n: int) -> None:
         conn.send(("tick", n))
 
@@ -41,19 +46,39 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
         conn.close()
 
 
+def _output_to(log_path: str) -> None:
+    """Send this process's stdout and stderr, C level included (transformers' loading bars,
+    llama.cpp's load logs, library warnings), to ``log_path``: the terminal shows persd's own
+    progress only. Progress and notes travel over the pipe, unaffected."""
+    import os
+    import sys
+    import warnings
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    warnings.simplefilter("default")  # shown once each, in the log
+    os.environ.setdefault("TQDM_DISABLE", "1")  # bars are noise in a file
+
+
 def run_isolated(
     name: str,
     fn: Callable[..., Any],
     *args: Any,
     on_tick: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    log_path: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """``fn(*args, tick=..., note=..., **kwargs)`` in a spawned process; its return value comes
-    back, its ticks and notes go to ``on_tick`` and ``on_note`` as they arrive."""
+    back, its ticks and notes go to ``on_tick`` and ``on_note`` as they arrive. With
+    ``log_path``, everything the child prints goes to that file instead of the terminal."""
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), name=f"persd-{name}")
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, log_path), name=f"persd-{name}")
     proc.start()
     send.close()
     try:

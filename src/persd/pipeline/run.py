@@ -109,8 +109,10 @@ class Loop:
         make_student: Callable[[RunConfig], Student] = _default_student,
         force: bool = False,
         dry_run: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.config, self.progress = config, progress or LogProgress()
+        self.verbose = verbose  # third-party output of stage processes on the terminal
         self.store = RunStore(run_dir)
         self.store.bind(config, force=force, operational=OPERATIONAL, check_only=dry_run)
         self.make_student = make_student
@@ -476,6 +478,7 @@ class Loop:
                     base,
                     str(out),
                     on_note=lambda m, name=name: self.progress.note(f"train {name}: {m}"),
+                    log_path=self._stage_log(f"train-{name}"),
                 )
             trained[name] = Path(model_dir)
         return trained
@@ -491,6 +494,13 @@ class Loop:
             if variant and _finished(self.model_dir(variant, r)):
                 found[model_name(variant, r)] = self.model_dir(variant, r) / "final"
         return found
+
+    def _stage_log(self, stage: str) -> str | None:
+        """Where a stage process's own output goes (None with ``verbose``: the terminal)."""
+        if self.verbose:
+            return None
+        self.store.logs.mkdir(parents=True, exist_ok=True)
+        return str(self.store.logs / f"{stage.replace('/', '_').replace('@', '_')}.log")
 
     @property
     def gated(self) -> bool:
@@ -524,6 +534,7 @@ class Loop:
                 json.dumps([t.model_dump(mode="json") for t in tasks]) if tasks else "null",
                 on_tick=self.progress.start(f"{label} {name} {bench}", total),
                 on_note=self.progress.note,
+                log_path=self._stage_log(f"{label}-{name}-{bench}"),
             )
 
     def validate(self, trained: dict[str, Path]) -> GateResult | None:
