@@ -523,7 +523,7 @@ class Loop:
         label = "validate" if tasks is not None else "eval"
         with self.timer.stage(f"{label} {name}"):
             return run_isolated(
-                f"{'validate' if tasks is not None else 'evaluate'} {name} on {bench}",
+                f"{label} {name} on {bench}",
                 evaluate_model,
                 json.dumps(student),
                 self.config.sandbox.model_dump_json(),
