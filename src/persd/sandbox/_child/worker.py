@@ -22,6 +22,7 @@ EXIT_CONFINE = 121  # the sample could not be confined: an infrastructure error
 TAIL = 4096  # bytes of stdout/stderr kept for feedback
 PR_SET_CHILD_SUBREAPER = 36
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_STARVED_RECHECK_S = 0.05  # how often a sample past its wall limit is checked for sleeping
 
 
 class Worker:
@@ -253,6 +254,12 @@ class Worker:
     def _supervise(self, pid: int, job: dict[str, Any], out_r: int, err_r: int) -> dict:
         start = time.monotonic()
         wall_deadline = start + float(job["wall_s"])
+        # A sample still on a run queue at its wall-clock limit is waiting for a CPU, not
+        # for time: on a busy machine it would reach the wall before its CPU time and a
+        # memory or CPU verdict would turn into a wall-clock one. Up to wall_max_s it keeps
+        # running and its CPU-time limit decides; a sleeping or stopped sample does not.
+        wall_max = start + float(job.get("wall_max_s", job["wall_s"]))
+        starved_since: float | None = None
         cpu_limit = float(job["cpu_s"])
         next_cpu_check = start + cpu_limit  # CPU time can't exceed wall time elapsed
         cap = int(job["output_bytes"])
@@ -288,7 +295,11 @@ class Worker:
                         break
                     next_cpu_check = now + max(cpu_limit - cpu, 0.01)
                 if now >= wall_deadline:
-                    reason = "wall"
+                    if now < wall_max and _waiting_for_cpu(pid):
+                        starved_since = starved_since or now
+                        wall_deadline = now + _STARVED_RECHECK_S
+                    else:
+                        reason = "wall"
             # Kill before reaping: a zombie still pins the process-group id, so no unrelated
             # process can have taken it.
             try:
@@ -311,6 +322,8 @@ class Worker:
             "stderr": bytes(tails[err_r]).decode("utf-8", "replace"),
             "output_bytes": total,
         }
+        if starved_since is not None:
+            report["busy_extension_s"] = round(time.monotonic() - starved_since, 4)
         if os.WIFSIGNALED(status):
             report["signal"] = os.WTERMSIG(status)
         else:
@@ -396,6 +409,16 @@ def _ignore(fn: Any, *args: Any, **kwargs: Any) -> bool:
     except OSError:
         return False
     return True
+
+
+def _waiting_for_cpu(pid: int) -> bool:
+    """Whether the sample's main thread is runnable (R) or in the kernel (D), not asleep."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"R", b"D")
 
 
 def _cpu_seconds(pid: int) -> float:
