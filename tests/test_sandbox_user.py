@@ -2,9 +2,9 @@
 
 As root, the test starts a script as uid 65534 (``setpriv``). That user must be able to run this
 interpreter: where Python lives under a home directory others can't enter (pyenv under /root,
-mode 700), the script runs in a private mount namespace in which that directory is replaced
-by a tmpfs others can traverse, holding only the interpreter's tree (bind-mounted back,
-read-only to them as before). Nothing changes outside that namespace. The "kernel refuses
+mode 700), or a venv sits in a clone under a 0700 temp dir, the script runs in a private mount
+namespace in which each such directory is replaced by a tmpfs others can traverse, holding
+only the interpreter's or the venv's tree (bind-mounted back, read-only to them as before). Nothing changes outside that namespace. The "kernel refuses
 namespaces" case installs, in the script, a seccomp filter that fails ``unshare``.
 """
 
@@ -101,26 +101,33 @@ def _launcher(workdir: Path) -> list[str]:
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     if _nobody_can_run_python(workdir):
         return drop
-    # The interpreter's real home: a venv's python is a link to it.
-    prefix = Path(os.path.realpath(sys.executable)).parent.parent
-    blocking = _blocking_ancestors(prefix)
-    if len(blocking) != 1 or shutil.which("unshare") is None or shutil.which("mount") is None:
-        pytest.skip(
-            f"uid {NOBODY} cannot run {sys.executable} (closed directories above it: "
-            f"{[str(p) for p in blocking]}) and no way was found to open only this interpreter"
-        )
-    closed = blocking[0]
-    child = closed / prefix.relative_to(closed).parts[0]  # e.g. /root/.pyenv
-    stage = workdir / "stage"
-    stage.mkdir()
-    script = f"""
-        set -e
-        mount --bind '{child}' '{stage}'
-        mount -t tmpfs -o mode=0711,size=1m persd-open '{closed}'
-        mkdir '{child}'
-        mount --move '{stage}' '{child}'
-        exec "$@"
-    """
+    # The interpreter's real home (a venv's python is a link to it) and the venv itself,
+    # whose site-packages the script imports: each may sit under a closed directory (pyenv
+    # under /root; a venv in a clone under a 0700 temp dir).
+    homes = {Path(os.path.realpath(sys.executable)).parent.parent, Path(sys.prefix)}
+    opened: dict[Path, set[Path]] = {}
+    for home in homes:
+        blocking = _blocking_ancestors(home)
+        if len(blocking) > 1 or shutil.which("unshare") is None or shutil.which("mount") is None:
+            pytest.skip(
+                f"uid {NOBODY} cannot run {sys.executable} (closed directories above "
+                f"{home}: {[str(p) for p in blocking]}) and no way was found to open only it"
+            )
+        if blocking:
+            closed = blocking[0]
+            opened.setdefault(closed, set()).add(closed / home.relative_to(closed).parts[0])
+    lines = ["set -e"]
+    for i, (closed, children) in enumerate(sorted(opened.items())):
+        stages = []
+        for j, child in enumerate(sorted(children)):  # e.g. /root/.pyenv
+            stage = workdir / f"stage{i}-{j}"
+            stage.mkdir()
+            stages.append((stage, child))
+            lines.append(f"mount --bind '{child}' '{stage}'")
+        lines.append(f"mount -t tmpfs -o mode=0711,size=1m persd-open '{closed}'")
+        for stage, child in stages:
+            lines += [f"mkdir '{child}'", f"mount --move '{stage}' '{child}'"]
+    script = "\n".join([*lines, 'exec "$@"'])
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *drop]
 
 
