@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from persd.errors import PersdError
 from persd.evaluate.passk import mean_pass_at_k
-from persd.llm.base import Prompt, SamplingParams, Student
+from persd.llm.base import Prompt, SamplingParams, Student, chunk_size, generate_each
 from persd.llm.chat_templates import PromptConfig, student_refine_prompt
 from persd.llm.extract import base_stop_sequences, extract_program
 from persd.llm.prompts import student_prompt
@@ -156,25 +156,20 @@ def _generate(
     params: SamplingParams,
     *,
     chat: bool,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
-    if chat and getattr(student, "generates_one_at_a_time", False):
-        # One call per task, so the backend can stop as soon as the reply's program is final
-        # (``stop_when_answered``): saves the prose after the code and changes nothing in the
-        # program (the tokens before that point are the same). Batching backends get batches.
-        return [
-            [g.text for g in student.generate([p], params.model_copy(update=stop))[0]]
-            for p, stop in zip(
-                prompts, ({"stop_when_answered": t.entry_point} for t in tasks), strict=True
-            )
-        ]
+    """Each task's samples. A chat reply may stop once its program is final
+    (``stop_when_answered``: saves the prose after the code and changes nothing in the
+    program); a base model's continuation stops at its task's stop sequences."""
     if chat:
-        return [[g.text for g in gens] for gens in student.generate(prompts, params)]
-    out = []  # base models: stop sequences depend on the task
-    for prompt, task in zip(prompts, tasks, strict=True):
-        stops = base_stop_sequences(task.prompt, task.entry_point)
-        gens = student.generate([prompt], params.model_copy(update={"stop": stops}))[0]
-        out.append([g.text for g in gens])
-    return out
+        each = [params.model_copy(update={"stop_when_answered": t.entry_point}) for t in tasks]
+    else:
+        each = [
+            params.model_copy(update={"stop": base_stop_sequences(t.prompt, t.entry_point)})
+            for t in tasks
+        ]
+    gens = generate_each(student, prompts, each, on_done)
+    return [[g.text for g in per_task] for per_task in gens]
 
 
 def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> float:
@@ -262,12 +257,23 @@ def evaluate_student(
     )
     prompts = [student_prompt(t, chat=chat) for t in tasks]
     samples: list[_Sample] = []
-    for start in range(0, len(tasks), 8):
-        batch = tasks[start : start + 8]
+    size = chunk_size(student)
+    finished = 0
+
+    def one_done(_i: int) -> None:  # progress per task, not per chunk
+        nonlocal finished
+        finished += 1
+        if on_progress:
+            on_progress("sample", finished, len(tasks))
+
+    for start in range(0, len(tasks), size):
+        batch = tasks[start : start + size]
         outputs = journal.batch(
-            f"base/0/{start}",
+            f"base/0/{start}" if size == 8 else f"base/0/{start}+{size}",
             batch,
-            lambda b=batch, s=start: _generate(student, prompts[s : s + 8], b, params, chat=chat),
+            lambda b=batch, s=start, cb=one_done: _generate(
+                student, prompts[s : s + size], b, params, chat=chat, on_done=cb
+            ),
         )
         for task, texts in zip(batch, outputs, strict=True):
             for i, text in enumerate(texts):
@@ -275,8 +281,9 @@ def evaluate_student(
                     text, prompt=task.prompt, entry_point=task.entry_point, chat=chat
                 )
                 samples.append(_Sample(task, i, code, history=[{"step": 0, "raw": text}]))
+        finished = min(start + size, len(tasks))  # a chunk from the journal counts whole
         if on_progress:
-            on_progress("sample", min(start + 8, len(tasks)), len(tasks))
+            on_progress("sample", finished, len(tasks))
     report.score_s += _score(samples, sandbox)
     report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
     arms: dict[str, list[_Sample]] = {
@@ -338,15 +345,16 @@ def _one_step(
     else:
         prompts = [student_prompt(s.task, chat=chat) for s in todo]
         one = one.model_copy(update={"temperature": report.resample_temperature})
-    for start in range(0, len(todo), 8):
-        batch = todo[start : start + 8]
+    size = chunk_size(student)
+    for start in range(0, len(todo), size):
+        batch = todo[start : start + size]
         # A distinct seed per (sample, step): resampling must not repeat step 0's draw.
         seeded = one.model_copy(update={"seed": params.seed + 1000 * step + start})
         tasks = [s.task for s in batch]
         texts = journal.batch(
-            f"{arm}/{step}/{start}",
+            f"{arm}/{step}/{start}" if size == 8 else f"{arm}/{step}/{start}+{size}",
             tasks,
-            lambda t=tasks, p=prompts[start : start + 8], sp=seeded: _generate(
+            lambda t=tasks, p=prompts[start : start + size], sp=seeded: _generate(
                 student, p, t, sp, chat=chat
             ),
         )

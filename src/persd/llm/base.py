@@ -8,7 +8,7 @@ managed llama.cpp server) without a stage knowing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -114,3 +114,43 @@ def adapter_label(path: str | Path) -> str:
         start = len(parts) - parts[::-1].index("models")
         return "/".join(parts[start:])
     return Path(path).name
+
+
+def chunk_size(student: Student) -> int:
+    """Tasks per journal entry: the unit of resume. A batching backend gets several times its
+    parallel sequences, so that the last, longest replies of a chunk leave few streams idle."""
+    return max(8, 4 * int(getattr(student, "parallel", 2)))
+
+
+def generate_each(
+    student: Student,
+    prompts: Sequence[Prompt],
+    params: Sequence[SamplingParams],
+    on_done: Callable[[int], None] | None = None,
+) -> list[list[Generation]]:
+    """``params[i].n`` generations of ``prompts[i]`` under its own settings (a task's stop
+    sequences, its entry point for ``stop_when_answered``); ``on_done(i)`` once prompt ``i``
+    is finished.
+
+    A backend that decodes many sequences at once with their own stop conditions
+    (``generate_each``, llama.cpp) gets them all in one call. Others get one call per run of
+    equal settings; ``stop_when_answered`` only lets a backend stop early, so one that cannot
+    (``stops_when_answered`` false) is asked without it and batches across tasks.
+    """
+    each = getattr(student, "generate_each", None)
+    if each is not None:
+        return each(prompts, params, on_done)
+    if not getattr(student, "stops_when_answered", False):
+        params = [p.model_copy(update={"stop_when_answered": None}) for p in params]
+    out: list[list[Generation]] = []
+    start = 0
+    while start < len(prompts):
+        end = start + 1
+        while end < len(prompts) and params[end] == params[start]:
+            end += 1
+        out += student.generate(prompts[start:end], params[start])
+        if on_done is not None:
+            for i in range(start, end):
+                on_done(i)
+        start = end
+    return out

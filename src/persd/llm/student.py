@@ -43,9 +43,17 @@ class StudentConfig(BaseModel):
     )
     batch_size: int = Field(16, ge=1, description="transformers: rows per generate call")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads (torch: process-wide); llama_cpp defaults to 1"
+        None, ge=1, description="CPU threads (torch: process-wide); llama_cpp: all cores"
     )
-    n_ctx: int = Field(4096, ge=256, description="llama_cpp context window, tokens")
+    n_ctx: int = Field(
+        2048, ge=256, description="llama_cpp: tokens per sequence, prompt and reply together"
+    )
+    parallel: int = Field(
+        16,
+        ge=1,
+        description="llama_cpp: sequences decoded together; 16 gives 2.5x the tokens/s of one "
+        "stream on 2 cores (docs/BENCHMARKS.md), each costs n_ctx tokens of KV cache",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm")
     max_lora_rank: int = Field(64, ge=1, description="vllm: largest adapter rank it accepts")
@@ -99,7 +107,8 @@ def load_student(config: StudentConfig) -> Student:
         return LlamaStudent(
             Path(where),
             n_ctx=config.n_ctx,
-            threads=config.threads or 1,
+            parallel=config.parallel,
+            threads=config.threads,
             lora_path=lora,
             name=resolved.name,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from persd.llm.base import SamplingParams, Student
+from persd.llm.base import SamplingParams, Student, chunk_size, generate_each
 from persd.llm.chat_templates import prompt_text
 from persd.llm.extract import base_stop_sequences, extract_program
 from persd.llm.prompts import student_prompt
@@ -30,10 +30,11 @@ def run_attempts(
     *,
     chat: bool,
     round_: int = 0,
-    batch_size: int = 16,  # transformers samples 16 rows per call fastest here (STUDENT.md)
+    batch_size: int | None = None,  # tasks per write; None: evaluate.multistep.chunk_size
     on_done: Callable[[int], None] | None = None,
 ) -> int:
     """Sample attempts for tasks missing any; each batch is on disk before the next starts.
+    ``on_done(1)`` as each task's samples are finished.
 
     Returns the number of tasks sampled (0 on a complete rerun).
     """
@@ -46,16 +47,16 @@ def run_attempts(
         seed=cfg.seed,
     )
     done = out.ids()
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    size = batch_size or chunk_size(student)
+    for start in range(0, len(todo), size):
+        batch = todo[start : start + size]
         prompts = [student_prompt(t, chat=chat) for t in batch]
-        if chat:
-            generations = student.generate(prompts, params)
-        else:  # a base model continues the text: where to stop depends on the task's prompt
-            generations = [
-                student.generate([p], _with_stops(params, t))[0]
-                for p, t in zip(prompts, batch, strict=True)
-            ]
+        # A chat model's reply is kept whole; a base model's continuation stops where its
+        # task's prompt says the function ends.
+        each = [params if chat else _with_stops(params, t) for t in batch]
+        generations = generate_each(
+            student, prompts, each, (lambda _i: on_done(1)) if on_done else None
+        )
         rows = []
         for task, prompt, gens in zip(batch, prompts, generations, strict=True):
             for index, gen in enumerate(gens):
@@ -82,8 +83,6 @@ def run_attempts(
                     )
                 )
         out.append(rows)
-        if on_done:
-            on_done(len(batch))
     return len(todo)
 
 

@@ -1,0 +1,258 @@
+"""Many sequences at once on llama.cpp: continuous batching over the low-level API.
+
+Decoding one sequence on a CPU is bound by reading every weight from memory once per token.
+Decoding ``parallel`` sequences in one ``llama_decode`` call reads them once for all of them,
+so the aggregate rate grows with the batch until the matrix products, not the memory, are the
+limit (docs/BENCHMARKS.md has the numbers). Each sequence has its own KV cells (a context of
+``parallel`` streams), its own sampler and seed, and its own stop conditions; a sequence that
+finishes frees its stream for the next waiting prompt, whose prompt is decoded in the same call
+as the others' next tokens.
+
+Reproducible: requests are admitted in order and every step is a deterministic function of
+the requests, so the same requests, settings and seeds give the same samples on the same
+machine. A sample's tokens do not depend on where its prompt sits in the list; greedy output
+can still differ in the last bits of the logits from a single-stream run (other matrix shapes
+in the kernels), measured in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from persd.errors import PersdError
+from persd.llm.base import FinishReason, Generation, SamplingParams
+from persd.llm.extract import answer_complete
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample to draw: prompt ids, how to sample, and the seed of its sampler."""
+
+    ids: tuple[int, ...]
+    params: SamplingParams
+    seed: int
+
+
+@dataclass
+class _Seq:
+    """A request in flight on one stream of the context."""
+
+    index: int  # position in the caller's list
+    request: Request
+    stream: int
+    sampler: Any
+    max_new: int
+    pos: int = 0
+    out: bytearray = field(default_factory=bytearray)
+    n_out: int = 0
+    last: int = -1  # the token sampled last: fed at the next step
+
+
+def _sampler(llama_cpp: Any, params: SamplingParams, seed: int) -> Any:
+    """Greedy at temperature 0; else temperature, then nucleus, then a seeded draw (the order
+    transformers and vLLM apply them in)."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.temperature == 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    if params.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
+        )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain
+
+
+class BatchDecoder:
+    """A llama.cpp context of ``parallel`` streams over an already loaded model (and LoRA).
+
+    ``model`` is a ``llama_cpp.Llama``: it loaded the weights and the adapter and tokenizes;
+    this class only decodes. ``ctx_per_seq`` bounds one sequence: prompt plus new tokens.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        parallel: int,
+        ctx_per_seq: int,
+        threads: int,
+        batch_tokens: int = 512,
+    ) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.parallel, self.ctx_per_seq = parallel, ctx_per_seq
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = parallel * ctx_per_seq
+        params.n_seq_max = parallel
+        params.kv_unified = False  # one KV stream per sequence: attention reads only its own
+        params.n_batch = max(batch_tokens, parallel)
+        params.n_ubatch = max(batch_tokens, parallel)
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        # As llama-cpp-python's own context: the same attention kernels as its single-stream
+        # path (flash attention made no difference to speed here: docs/BENCHMARKS.md).
+        params.flash_attn_type = 0
+        self._model = model
+        self.ctx = llama_cpp.llama_init_from_model(model._model.model, params)
+        if not self.ctx:
+            raise PersdError(
+                f"llama.cpp could not make a context of {parallel} x {ctx_per_seq} tokens "
+                "(student.parallel, student.n_ctx)"
+            )
+        adapter = getattr(model, "_lora_adapter", None)
+        if adapter is not None:  # the adapter belongs to the model; each context applies it
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(getattr(model, "lora_scale", 1.0))
+            if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
+                raise PersdError("llama.cpp could not apply the LoRA adapter to the batch context")
+        self.n_batch = int(params.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._vocab = llama_cpp.llama_model_get_vocab(model._model.model)
+        self._mem = llama_cpp.llama_get_memory(self.ctx)
+        self._pieces: dict[int, bytes] = {}
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Sequence[Request],
+        on_done: Callable[[int, Generation], None] | None = None,
+    ) -> list[Generation]:
+        """Every request's generation, in request order; ``on_done(i, gen)`` as each ends."""
+        lib = self._lib
+        for r in requests:
+            if len(r.ids) >= self.ctx_per_seq:
+                raise PersdError(
+                    f"a prompt of {len(r.ids)} tokens does not fit the context of "
+                    f"{self.ctx_per_seq} per sequence (student.n_ctx)"
+                )
+        waiting = deque(range(len(requests)))
+        free = list(range(self.parallel))[::-1]
+        active: list[_Seq] = []
+        results: list[Generation | None] = [None] * len(requests)
+        try:
+            while waiting or active:
+                new: list[_Seq] = []
+                budget = self.n_batch - len(active)  # prompt tokens this step, roughly
+                while waiting and free and budget > 0:
+                    i = waiting.popleft()
+                    r = requests[i]
+                    new.append(
+                        _Seq(
+                            index=i,
+                            request=r,
+                            stream=free.pop(),
+                            sampler=_sampler(lib, r.params, r.seed),
+                            max_new=min(r.params.max_new_tokens, self.ctx_per_seq - len(r.ids)),
+                        )
+                    )
+                    budget -= len(r.ids)
+                self._step(active, new)
+                still = []
+                for seq in active + new:
+                    gen = self._advance(seq)
+                    if gen is None:
+                        still.append(seq)
+                        continue
+                    self._release(seq)
+                    free.append(seq.stream)
+                    results[seq.index] = gen
+                    if on_done is not None:
+                        on_done(seq.index, gen)
+                active = still
+        finally:
+            for seq in active:
+                self._release(seq)
+        return [g for g in results if g is not None]
+
+    def _release(self, seq: _Seq) -> None:
+        self._lib.llama_sampler_free(seq.sampler)
+        self._lib.llama_memory_seq_rm(self._mem, seq.stream, -1, -1)
+
+    def _step(self, active: list[_Seq], new: list[_Seq]) -> None:
+        """Feed each active sequence's last token and every new prompt, in as many
+        ``llama_decode`` calls as the batch size needs, and sample each sequence's next token
+        from the logits of its final row (kept for that row only)."""
+        b = self._batch
+        rows = [(seq, seq.last, seq.pos) for seq in active]
+        for seq in new:
+            rows += [(seq, t, p) for p, t in enumerate(seq.request.ids)]
+        last_row = {id(seq): k for k, (seq, _, _) in enumerate(rows)}  # the later row wins
+        for start in range(0, len(rows), self.n_batch):
+            chunk = rows[start : start + self.n_batch]
+            ends = []
+            for j, (seq, tok, pos) in enumerate(chunk):
+                b.token[j] = tok
+                b.pos[j] = pos
+                b.n_seq_id[j] = 1
+                b.seq_id[j][0] = seq.stream
+                want = last_row[id(seq)] == start + j
+                b.logits[j] = want
+                if want:
+                    ends.append((seq, j))
+            b.n_tokens = len(chunk)
+            rc = self._lib.llama_decode(self.ctx, b)
+            if rc != 0:
+                raise PersdError(f"llama.cpp decode failed (code {rc}) with {len(chunk)} tokens")
+            for seq, j in ends:  # before the next call overwrites the logits
+                seq.last = int(self._lib.llama_sampler_sample(seq.sampler, self.ctx, j))
+        for seq in active:
+            seq.pos += 1
+        for seq in new:
+            seq.pos = len(seq.request.ids)
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:  # a longer piece: -n is its length
+                buf = ctypes.create_string_buffer(-n)
+                n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def _advance(self, seq: _Seq) -> Generation | None:
+        """Take the token just sampled; the sequence's generation if that ended it."""
+        tok = seq.last
+        if self._lib.llama_vocab_is_eog(self._vocab, tok):
+            return self._done(seq, seq.out.decode("utf-8", errors="replace"), "stop")
+        p = seq.request.params
+        piece = self._piece(tok)
+        seq.out += piece
+        seq.n_out += 1
+        text = None
+        if p.stop:
+            text = seq.out.decode("utf-8", errors="replace")
+            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                return self._done(seq, text[:cut], "stop")
+        if p.stop_when_answered and b"`" in piece:
+            text = text or seq.out.decode("utf-8", errors="replace")
+            if answer_complete(text, p.stop_when_answered):
+                return self._done(seq, text, "stop")
+        if seq.n_out >= seq.max_new:
+            return self._done(seq, text or seq.out.decode("utf-8", errors="replace"), "length")
+        return None  # seq.last is fed at the next step
+
+    def _done(self, seq: _Seq, text: str, reason: FinishReason) -> Generation:
+        return Generation(
+            text=text,
+            tokens_in=len(seq.request.ids),
+            tokens_out=seq.n_out,
+            finish_reason=reason,
+        )
+
+    def close(self) -> None:
+        if self.ctx:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None

@@ -1,0 +1,120 @@
+"""Batched decoding on llama.cpp (llm/batch.py) with the real SmolLM2-135M GGUF: samples per
+prompt, seeds, stop conditions, streams freed and reused, and agreement with one stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from persd.errors import PersdError
+from persd.llm.base import Message, SamplingParams
+from persd.llm.prompts import student_prompt
+from persd.tasks import load_humaneval
+
+pytest.importorskip("llama_cpp")
+
+from persd.llm.student_llama import LlamaStudent  # noqa: E402
+
+TASKS = load_humaneval()[:4]
+PROMPTS = [student_prompt(t, chat=True) for t in TASKS]
+
+
+@pytest.fixture(scope="module")
+def batched(smollm2_gguf: Path):
+    student = LlamaStudent(smollm2_gguf, parallel=4, n_ctx=1024, threads=2)
+    yield student
+    student.close()
+
+
+@pytest.fixture(scope="module")
+def single(smollm2_gguf: Path):
+    student = LlamaStudent(smollm2_gguf, parallel=1, n_ctx=1024, threads=2)
+    yield student
+    student.close()
+
+
+def test_every_prompt_gets_n_samples_and_seeds_reproduce(batched, single) -> None:
+    params = SamplingParams(n=2, temperature=0.8, top_p=0.95, max_new_tokens=12, seed=7)
+    a = batched.generate(PROMPTS, params)
+    b = batched.generate(PROMPTS, params)
+    one = single.generate(PROMPTS, params)
+    assert [len(g) for g in a] == [2] * len(PROMPTS) == [len(g) for g in one]
+    assert [[g.text for g in gens] for gens in a] == [[g.text for g in gens] for gens in b]
+    # Different seeds within a prompt: the two samples are not one sample twice.
+    assert any(len({g.text for g in gens}) > 1 for gens in a)
+    other = batched.generate(PROMPTS, params.model_copy(update={"seed": 8}))
+    assert [[g.text for g in gens] for gens in other] != [[g.text for g in gens] for gens in a]
+
+
+def test_a_sample_does_not_depend_on_its_batch_neighbours(batched) -> None:
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=12, seed=3)
+    together = batched.generate(PROMPTS, params)
+    alone = batched.generate(PROMPTS[2:3], params)
+    backwards = batched.generate(PROMPTS[::-1], params)
+    assert [g.text for g in alone[0]] == [g.text for g in together[2]]
+    assert [[g.text for g in gens] for gens in backwards[::-1]] == [
+        [g.text for g in gens] for gens in together
+    ]
+
+
+def test_greedy_batched_equals_one_stream_on_these_prompts(batched, single) -> None:
+    params = SamplingParams(max_new_tokens=32)
+    assert [g[0].text for g in batched.generate(PROMPTS, params)] == [
+        g[0].text for g in single.generate(PROMPTS, params)
+    ]
+
+
+def test_stop_conditions_end_each_sequence(batched) -> None:
+    long = SamplingParams(max_new_tokens=160)
+    full = batched.generate(PROMPTS, long)
+    # max_new_tokens: exactly that many tokens, finish "length"
+    capped = batched.generate(PROMPTS, SamplingParams(max_new_tokens=5))
+    for gens, ref in zip(capped, full, strict=True):
+        g = gens[0]
+        assert g.tokens_out == min(5, ref[0].tokens_out)
+        assert ref[0].text.startswith(g.text)
+        assert g.finish_reason == ("length" if ref[0].tokens_out > 5 else "stop")
+    # a stop string: the text up to it, the string removed; other sequences unaffected
+    stops = [t for t in ("def ", "return", "\n\n") if all(t in g[0].text for g in full)]
+    assert stops, "the model's replies share no stop string to test with"
+    cut = batched.generate(PROMPTS, long.model_copy(update={"stop": (stops[0],)}))
+    for gens, ref in zip(cut, full, strict=True):
+        assert gens[0].text == ref[0].text[: ref[0].text.index(stops[0])]
+        assert gens[0].finish_reason == "stop"
+
+
+def test_stop_when_answered_ends_at_the_closed_program(batched) -> None:
+    from persd.llm.extract import answer_complete
+
+    each = [SamplingParams(max_new_tokens=160, stop_when_answered=t.entry_point) for t in TASKS]
+    early = batched.generate_each(PROMPTS, each)
+    full = batched.generate(PROMPTS, SamplingParams(max_new_tokens=160))
+    for gens, ref, task in zip(early, full, TASKS, strict=True):
+        g = gens[0]
+        assert ref[0].text.startswith(g.text)  # the same tokens up to the stop
+        if answer_complete(g.text, task.entry_point):
+            assert g.tokens_out <= ref[0].tokens_out
+            # and it stopped at the first token where the program was final
+            assert not answer_complete(g.text[:-1].rsplit("`", 1)[0], task.entry_point)
+
+
+def test_more_prompts_than_streams_all_finish_and_report(batched) -> None:
+    seen: list[int] = []
+    out = batched.generate_each(
+        PROMPTS * 3, [SamplingParams(max_new_tokens=8)] * (3 * len(PROMPTS)), seen.append
+    )
+    assert len(out) == 3 * len(PROMPTS) and all(len(g) == 1 for g in out)
+    assert sorted(seen) == list(range(3 * len(PROMPTS)))
+    texts = [g[0].text for g in out]
+    assert texts[: len(PROMPTS)] == texts[len(PROMPTS) : 2 * len(PROMPTS)]
+
+
+def test_a_prompt_longer_than_a_sequence_names_the_setting(smollm2_gguf: Path) -> None:
+    student = LlamaStudent(smollm2_gguf, parallel=2, n_ctx=256, threads=1)
+    try:
+        huge = (Message(role="user", content="word " * 400),)
+        with pytest.raises(PersdError, match="student.n_ctx"):
+            student.generate([huge], SamplingParams(max_new_tokens=4))
+    finally:
+        student.close()
