@@ -172,6 +172,11 @@ def _generate(
     return [[g.text for g in per_task] for per_task in gens]
 
 
+def _journal_key(arm: str, step: int, start: int, size: int) -> str:
+    """A chunk's key; chunks of 8 keep the keys journals were written with before batching."""
+    return f"{arm}/{step}/{start}" if size == 8 else f"{arm}/{step}/{start}+{size}"
+
+
 def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> float:
     """Score every sample on its seen and hidden tests; returns the seconds it took."""
     start = time.perf_counter()
@@ -269,7 +274,7 @@ def evaluate_student(
     for start in range(0, len(tasks), size):
         batch = tasks[start : start + size]
         outputs = journal.batch(
-            f"base/0/{start}" if size == 8 else f"base/0/{start}+{size}",
+            _journal_key("base", 0, start, size),
             batch,
             lambda b=batch, s=start, cb=one_done: _generate(
                 student, prompts[s : s + size], b, params, chat=chat, on_done=cb
@@ -352,7 +357,7 @@ def _one_step(
         seeded = one.model_copy(update={"seed": params.seed + 1000 * step + start})
         tasks = [s.task for s in batch]
         texts = journal.batch(
-            f"{arm}/{step}/{start}" if size == 8 else f"{arm}/{step}/{start}+{size}",
+            _journal_key(arm, step, start, size),
             tasks,
             lambda t=tasks, p=prompts[start : start + size], sp=seeded: _generate(
                 student, p, t, sp, chat=chat

@@ -171,7 +171,8 @@ class BatchDecoder:
         finally:
             for seq in active:
                 self._release(seq)
-        return [g for g in results if g is not None]
+        assert all(g is not None for g in results)  # the loop ends only when all are done
+        return results  # type: ignore[return-value]
 
     def _release(self, seq: _Seq) -> None:
         self._lib.llama_sampler_free(seq.sampler)

@@ -411,22 +411,25 @@ def _ignore(fn: Any, *args: Any, **kwargs: Any) -> bool:
     return True
 
 
-def _waiting_for_cpu(pid: int) -> bool:
-    """Whether the sample's main thread is runnable (R) or in the kernel (D), not asleep."""
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/<pid>/stat after the command name (state first); [] if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
+            return f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state in (b"R", b"D")
+        return []
+
+
+def _waiting_for_cpu(pid: int) -> bool:
+    """Whether the sample's main thread is runnable (R) or in the kernel (D), not asleep."""
+    return _stat_fields(pid)[:1] in ([b"R"], [b"D"])
 
 
 def _cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (OSError, IndexError, ValueError):
+    except (IndexError, ValueError):
         return 0.0
 
 
