@@ -61,7 +61,6 @@ def _run(sb: Sandbox, program: str):
     return sb.run(Job(program=program, tests=ADD_TESTS, entry_point="add"))
 
 
-@pytest.mark.slow  # 10 runs beside 10 spinners: flaky in one CI run (run 10 of 10), see issue 19
 def test_memory_verdict_holds_under_load(busy_machine: Sandbox) -> None:
     for i in range(10):
         fb = _run(busy_machine, GROWING_LIST)
