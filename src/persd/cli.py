@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from persd.cli_progress import progress_bars
 from persd.config import RunConfig, load_config
 from persd.errors import PersdError
 from persd.evaluate import ScoreReport, score_samples
@@ -60,14 +60,7 @@ def _tasks(name_or_path: str) -> tuple[Task, ...]:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Any]:
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
+    with progress_bars(err_console, transient=True, width=0) as progress:
         bar = progress.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:

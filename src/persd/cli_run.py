@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
+from persd import cli_progress
 from persd.config import RunConfig, load_config
 from persd.pipeline.plan import make_plan
 from persd.pipeline.preflight import run_checks
@@ -48,13 +49,7 @@ class RichProgress:
 
 
 def progress_bars() -> Progress:
-    return Progress(
-        "[progress.description]{task.description:>8}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    return cli_progress.progress_bars(err_console)
 
 
 def default_config() -> Path:
