@@ -1,0 +1,98 @@
+"""HumanEval greedy evaluation of the default student: one sequence at a time against many.
+
+Runs the same evaluation (``persd.evaluate.evaluate_student``: the student's chat prompts, greedy,
+384 new tokens at most, stopped once the program is answered, scored in the sandbox) with the
+llama.cpp student decoding ``parallel`` sequences together, for each value given; the first is
+the baseline, measured in the same run. Prints wall time, generation time, pass@1, the ratio to
+the baseline, and how far greedy outputs agree per task (identical text; same verdict), with
+the paired test of the two pass/fail lists: batching changes the order of floating-point sums,
+so the last bits of the logits, and a near tie between two tokens can go the other way.
+
+    python benchmarks/bench_humaneval_eval.py [--parallel 1,16] [--limit N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from persd.evaluate.multistep import evaluate_student
+from persd.evaluate.paired import paired
+from persd.llm.student import StudentConfig, load_student
+from persd.pipeline.config import EvalStageConfig
+from persd.pipeline.heavy import benchmark_tasks
+from persd.sandbox import Sandbox, SandboxConfig
+
+
+def _samples(out: Path) -> dict[str, dict]:
+    with (out / "samples_base.jsonl").open() as f:
+        return {row["task_id"]: row for row in map(json.loads, f)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--parallel", default="1,16", help="comma-separated; the first is the baseline")
+    ap.add_argument("--limit", type=int, default=None, help="a seeded sample (default: all 164)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench-humaneval-eval"))
+    args = ap.parse_args()
+    tasks = benchmark_tasks("humaneval", EvalStageConfig(limit=args.limit))
+    rows = []
+    for parallel in (int(p) for p in args.parallel.split(",")):
+        out = args.out / f"parallel-{parallel}"
+        shutil.rmtree(out, ignore_errors=True)  # a resumed journal would not be timed
+        cfg = StudentConfig(
+            model=args.model, backend="llama_cpp", parallel=parallel, threads=args.threads
+        )
+        start = time.perf_counter()
+        student = load_student(cfg)
+        try:
+            with Sandbox(SandboxConfig()) as sandbox:
+                report = evaluate_student(
+                    student, tasks, sandbox, benchmark="humaneval", out_dir=out
+                )
+        finally:
+            student.close()
+        wall = time.perf_counter() - start
+        rows.append((parallel, wall, report, _samples(out)))
+        print(
+            f"parallel {parallel:2d}: wall {wall:7.1f} s, generation {report.generate_s:7.1f} s, "
+            f"pass@1 {100 * report.pass1('base', 0):.1f}% on {len(tasks)} tasks",
+            flush=True,
+        )
+    base_p, base_wall, base_report, base = rows[0]
+    summary = []
+    for parallel, wall, report, samples in rows:
+        same_text = sum(samples[t]["completion"] == base[t]["completion"] for t in base)
+        same_verdict = sum(samples[t]["status"] == base[t]["status"] for t in base)
+        pair = paired(
+            {t: r["passed"] for t, r in base.items()}, {t: r["passed"] for t, r in samples.items()}
+        )
+        line = {
+            "parallel": parallel,
+            "wall_s": round(wall, 1),
+            "generate_s": round(report.generate_s or 0.0, 1),
+            "pass_at_1": report.pass1("base", 0),
+            "speedup_wall": round(base_wall / wall, 2),
+            "speedup_generation": round((base_report.generate_s or 0) / (report.generate_s or 1), 2),
+            "identical_text": same_text,
+            "same_verdict": same_verdict,
+            "versus_baseline": pair.describe(),
+            "tasks": len(base),
+        }
+        summary.append(line)
+        print(
+            f"parallel {parallel:2d} vs {base_p}: {line['speedup_wall']:.2f}x wall, "
+            f"{line['speedup_generation']:.2f}x generation; identical greedy text "
+            f"{same_text}/{len(base)}, same verdict {same_verdict}/{len(base)}; "
+            f"pass/fail {pair.describe()}"
+        )
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
