@@ -1,12 +1,13 @@
 """HumanEval greedy evaluation of the default student: one sequence at a time against many.
 
-Runs the same evaluation (``persd.evaluate.evaluate_student``: the student's chat prompts, greedy,
-384 new tokens at most, stopped once the program is answered, scored in the sandbox) with the
-llama.cpp student decoding ``parallel`` sequences together, for each value given; the first is
-the baseline, measured in the same run. Prints wall time, generation time, pass@1, the ratio to
-the baseline, and how far greedy outputs agree per task (identical text; same verdict), with
-the paired test of the two pass/fail lists: batching changes the order of floating-point sums,
-so the last bits of the logits, and a near tie between two tokens can go the other way.
+Runs the same evaluation (``persd.pipeline.evaluate.evaluate_model``, as ``persd eval`` does:
+the student's chat prompts, greedy, 384 new tokens at most, stopped once the program is
+answered, scored in the sandbox) with the llama.cpp student decoding ``parallel`` sequences
+together, for each value given; the first is the baseline, measured in the same run. Prints
+wall time, generation time, pass@1, the ratio to the baseline, and how far greedy outputs
+agree per task (identical text; same verdict), with the paired test of the two pass/fail
+lists: batching changes the order of floating-point sums, so the last bits of the logits, and
+a near tie between two tokens can go the other way.
 
     python benchmarks/bench_humaneval_eval.py [--parallel 1,16] [--limit N] [--out DIR]
 """
@@ -19,12 +20,11 @@ import shutil
 import time
 from pathlib import Path
 
-from persd.evaluate.multistep import evaluate_student
 from persd.evaluate.paired import paired
-from persd.llm.student import StudentConfig, load_student
+from persd.llm.student import StudentConfig
 from persd.pipeline.config import EvalStageConfig
-from persd.pipeline.heavy import benchmark_tasks
-from persd.sandbox import Sandbox, SandboxConfig
+from persd.pipeline.evaluate import benchmark_tasks, evaluate_model
+from persd.sandbox import SandboxConfig
 
 
 def _samples(out: Path) -> dict[str, dict]:
@@ -49,14 +49,9 @@ def main() -> None:
             model=args.model, backend="llama_cpp", parallel=parallel, threads=args.threads
         )
         start = time.perf_counter()
-        student = load_student(cfg)
-        try:
-            with Sandbox(SandboxConfig()) as sandbox:
-                report = evaluate_student(
-                    student, tasks, sandbox, benchmark="humaneval", out_dir=out
-                )
-        finally:
-            student.close()
+        report = evaluate_model(
+            cfg, EvalStageConfig(), SandboxConfig(), benchmark="humaneval", out=out, tasks=tasks
+        )
         wall = time.perf_counter() - start
         rows.append((parallel, wall, report, _samples(out)))
         print(
@@ -78,7 +73,9 @@ def main() -> None:
             "generate_s": round(report.generate_s or 0.0, 1),
             "pass_at_1": report.pass1("base", 0),
             "speedup_wall": round(base_wall / wall, 2),
-            "speedup_generation": round((base_report.generate_s or 0) / (report.generate_s or 1), 2),
+            "speedup_generation": round(
+                (base_report.generate_s or 0) / (report.generate_s or 1), 2
+            ),
             "identical_text": same_text,
             "same_verdict": same_verdict,
             "versus_baseline": pair.describe(),

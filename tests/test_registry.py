@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from persd.cli.models import models_app
 from persd.llm.gguf_check import read_gguf_header
-from persd.llm.models_cli import models_app
 from persd.llm.registry import (
     ModelDownloadError,
     ModelError,
@@ -284,7 +284,7 @@ def test_cli_list_pull_path(runner_app, cache_dir, wheelhouse):
 
 
 def test_cli_error_is_one_line_without_traceback(cache_dir):
-    code = "import sys; from persd.llm.models_cli import run_models as r; sys.argv[0]='persd'; r()"
+    code = "import sys; from persd.cli.models import run_models as r; sys.argv[0]='persd'; r()"
     done = subprocess.run(
         [sys.executable, "-c", code, "path", "qwen-0.5b", "--cache-dir", str(cache_dir)],
         capture_output=True,
@@ -299,7 +299,7 @@ def test_cli_error_is_one_line_without_traceback(cache_dir):
 
 def test_importing_the_registry_loads_no_heavy_library():
     code = (
-        "import sys, persd.llm.registry, persd.llm.models_cli; "
+        "import sys, persd.llm.registry, persd.cli.models; "
         "print([m for m in ('torch', 'transformers', 'gguf', 'numpy', 'llama_cpp') "
         "if m in sys.modules])"
     )

@@ -589,7 +589,7 @@ def test_modules_on_demand_are_loaded_by_the_worker_before_the_fork(sandbox):
     ],
 )
 def test_imports_named_scans_import_statements(source, names):
-    from persd.sandbox.pool import imports_named
+    from persd.sandbox.workers import imports_named
 
     assert imports_named(source, frozenset({"heapq", "fractions", "random"})) == names
 

@@ -4,8 +4,9 @@ As root, the test starts a script as uid 65534 (``setpriv``). That user must be 
 interpreter: where Python lives under a home directory others can't enter (pyenv under /root,
 mode 700), or a venv sits in a clone under a 0700 temp dir, the script runs in a private mount
 namespace in which each such directory is replaced by a tmpfs others can traverse, holding
-only the interpreter's or the venv's tree (bind-mounted back, read-only to them as before). Nothing changes outside that namespace. The "kernel refuses
-namespaces" case installs, in the script, a seccomp filter that fails ``unshare``.
+only the interpreter's or the venv's tree (bind-mounted back, read-only to them as before).
+Nothing changes outside that namespace. The "kernel refuses namespaces" case installs, in the
+script, a seccomp filter that fails ``unshare``.
 """
 
 from __future__ import annotations

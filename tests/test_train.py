@@ -337,7 +337,7 @@ def test_config_file_and_flags(tmp_path: Path):
 def test_cli_trains_and_reports(tiny_model: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from persd.train_cli import train_app
+    from persd.cli.train import train_app
 
     data = _write_jsonl(tmp_path / "d.jsonl", _examples("base"))
     cfg = tmp_path / "t.yaml"
@@ -357,7 +357,7 @@ def test_cli_errors_are_one_line(tmp_path: Path):
     bad = tmp_path / "rows.jsonl"
     bad.write_text('{"id": "x"}\n')
     out = str(tmp_path / "out")
-    cmd = [sys.executable, "-m", "persd.train_cli", str(bad), "-m", "x", "-o", out]
+    cmd = [sys.executable, "-m", "persd.cli.train", str(bad), "-m", "x", "-o", out]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {bad}:1: 'variant' is missing"
@@ -374,7 +374,7 @@ def test_runs_unchanged_under_accelerate_launch(tiny_model: Path, tmp_path: Path
     out = tmp_path / "out"
     cmd = [
         *(sys.executable, "-m", "accelerate.commands.launch"),
-        *("--config_file", str(accelerate_config("ddp_cpu")), "-m", "persd.train_cli"),
+        *("--config_file", str(accelerate_config("ddp_cpu")), "-m", "persd.cli.train"),
         *(str(data), "--model", str(tiny_model), "--out", str(out), "--max-steps", "2"),
         *("--threads", "1"),
     ]
@@ -411,7 +411,7 @@ def test_shipped_deepspeed_configs_train_on_cpu(tiny_model: Path, tmp_path: Path
     out = tmp_path / "out"
     cmd = [
         *(sys.executable, "-m", "accelerate.commands.launch"),
-        *("--config_file", str(cfg_file), "-m", "persd.train_cli"),
+        *("--config_file", str(cfg_file), "-m", "persd.cli.train"),
         *(str(data), "--model", str(tiny_model), "--out", str(out), "--max-steps", "2"),
         *("--method", "full", "--threads", "1", "--dtype", "float32"),
     ]

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from persd.evaluate.paired import Paired, paired
 from persd.pipeline.attempt import missing_tasks, run_attempts
 from persd.pipeline.build import build_datasets
+from persd.pipeline.evaluate import evaluate_isolated
 from persd.pipeline.execute import execute
 from persd.pipeline.gate import GateResult, candidates, decide, per_task
-from persd.pipeline.heavy import evaluate_model, train_variant
 from persd.pipeline.isolate import run_isolated
-from persd.pipeline.pool import Pool, load_pool
+from persd.pipeline.pool_stage import Pool, load_pool
 from persd.pipeline.progress import LogProgress, Progress
 from persd.pipeline.store import RunDirError, RunStore, StageFile
 from persd.pipeline.summary import RoundSummary, RunSummary, round_rows, summarise
@@ -38,6 +38,7 @@ from persd.pipeline.synth import (
     with_tests,
 )
 from persd.pipeline.teach import ask_teacher, refine_requests, solve_requests
+from persd.pipeline.training import train_variant
 from persd.records import Attempt, Example, Execution, SynthesizedTests, Task, TeacherCall
 from persd.sandbox import Sandbox
 from persd.tasks import load_benchmark
@@ -524,7 +525,7 @@ class Loop:
         with self.timer.stage(f"{label} {name}"):
             return run_isolated(
                 f"{label} {name} on {bench}",
-                evaluate_model,
+                evaluate_isolated,
                 json.dumps(student),
                 self.config.sandbox.model_dump_json(),
                 cfg.model_dump_json(),

@@ -7,6 +7,6 @@ text, the one rendering every later stage uses.
 
 from persd.sandbox.config import SandboxConfig
 from persd.sandbox.feedback import render_feedback
-from persd.sandbox.pool import Job, Sandbox
+from persd.sandbox.workers import Job, Sandbox
 
 __all__ = ["Job", "Sandbox", "SandboxConfig", "render_feedback"]

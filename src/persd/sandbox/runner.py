@@ -341,7 +341,7 @@ def run_tests(
     """Run every test in order; stop only when the sample is gone.
 
     With ``speculate``, a check that is the last test may send its calls ahead (Speculation);
-    the caller must then honour ``unused_ahead`` and ``mispredicted`` (see pool.py).
+    the caller must then honour ``unused_ahead`` and ``mispredicted`` (see workers.py).
     """
     state = RunState()
     context = trusted_context(test_context)

@@ -13,7 +13,7 @@ from persd.records import Task
 from persd.tasks.humaneval import load_humaneval
 from persd.tasks.mbpp import SPLITS as MBPP_SPLITS
 from persd.tasks.mbpp import load_mbpp
-from persd.tasks.pool import PoolResult, Skipped, load_task_pool
+from persd.tasks.user_pool import PoolResult, Skipped, load_task_pool
 
 __all__ = [
     "BENCHMARKS",

@@ -1,26 +1,21 @@
-"""``persd train``: fine-tune the student on training-set JSONL files. Thin, like ``cli.py``.
+"""``persd train``: fine-tune the student on training-set JSONL files. Thin, like every command.
 
-Mount in ``cli.py`` with ``app.command("train")(train_command)``. Standalone, and under
+Mounted by ``persd.cli`` as ``persd train``. Standalone, and under
 ``accelerate launch`` (which runs a module or a script, once per process)::
 
-    python -m persd.train_cli DATA.jsonl --model M --out DIR
-    accelerate launch --config_file ddp.yaml -m persd.train_cli DATA.jsonl --model M --out DIR
+    python -m persd.cli.train DATA.jsonl --model M --out DIR
+    accelerate launch --config_file ddp.yaml -m persd.cli.train DATA.jsonl --model M --out DIR
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from persd.cli_run import RichProgress, progress_bars
-from persd.errors import PersdError
-
-console = Console()
-err_console = Console(stderr=True)
+from persd.cli.common import console, run_app
+from persd.cli.run import RichProgress, progress_bars
 
 train_app = typer.Typer(
     no_args_is_help=True,
@@ -99,15 +94,5 @@ def train_command(
         console.print(f"merged: {result.merged_dir}")
 
 
-def run_train() -> None:
-    """Run ``train_app`` on its own with cli.py's error contract: one line, exit code 1."""
-    try:
-        train_app()
-    except PersdError as e:
-        for line in str(e).splitlines():
-            sys.stderr.write(f"error: {line}\n")
-        raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    run_train()
+if __name__ == "__main__":  # `accelerate launch -m persd.cli.train ...`: once per process
+    run_app(train_app)

@@ -1,35 +1,23 @@
-"""The ``persd`` command. Thin: parse flags, call one library function, print."""
+"""``persd score``, ``persd check-references`` and ``persd tasks``: benchmarks and task pools."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
-from persd.cli_progress import progress_bars
+from persd.cli.common import console, err_console
+from persd.cli.progress import progress_bars
 from persd.config import RunConfig, load_config
 from persd.errors import PersdError
 from persd.evaluate import ScoreReport, score_samples
 from persd.records import Task
 from persd.tasks import BENCHMARKS, load_benchmark, load_task_pool
-
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # keys and samples live in locals
-    add_completion=False,
-    help="Personalised distillation for code models: attempt, execute, refine, verify, train.",
-)
-console = Console()
-err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it).")
@@ -93,7 +81,6 @@ def _print_report(report: ScoreReport, title: str) -> None:
     console.print(f"results: {report.results_path}")
 
 
-@app.command()
 def score(
     samples: Annotated[Path, typer.Argument(help="JSONL with task_id and completion per line.")],
     benchmark: Annotated[
@@ -132,7 +119,6 @@ def score(
     _print_report(report, f"{samples.name} on {benchmark}")
 
 
-@app.command("check-references")
 def check_references(
     benchmark: Annotated[
         str, typer.Argument(help="A benchmark name or a tasks .jsonl.")
@@ -164,7 +150,6 @@ def check_references(
         console.print(f"  {row['task_id']}: {row['status']} {detail}")
 
 
-@app.command()
 def tasks(
     source: Annotated[str, typer.Argument(help="A benchmark name or a tasks .jsonl to validate.")],
     strict: Annotated[bool, typer.Option(help="Stop at the first bad line.")] = False,
@@ -186,40 +171,3 @@ def tasks(
         console.print(f"[yellow]skipped {len(skipped)} lines:[/]")
         for s in skipped:
             console.print(f"  {s}")
-
-
-def _mount() -> None:
-    # Loop commands live in their own module so this one stays a list of short commands.
-    from persd import cli_report, cli_run
-    from persd.cli_eval import eval_command
-    from persd.llm.models_cli import models_app
-    from persd.train_cli import train_command
-
-    app.add_typer(models_app, name="models")
-    app.command("eval")(eval_command)
-    app.command("train")(train_command)
-    app.command("run")(cli_run.run)
-    app.command("report")(cli_report.report)
-    for name, command in cli_run.STAGE_COMMANDS.items():
-        app.command(name)(command)
-
-
-_mount()
-
-
-def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
-    )
-    try:
-        app()
-    except PersdError as e:  # expected and explained: one line each, no traceback
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)  # unwrapped: users grep these
-        raise SystemExit(1) from None
-
-
-if __name__ == "__main__":  # `accelerate launch -m persd.cli train ...`
-    main()

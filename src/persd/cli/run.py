@@ -8,19 +8,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from persd import cli_progress
+from persd.cli import progress as cli_progress
+from persd.cli.common import console, err_console
 from persd.config import RunConfig, load_config
 from persd.pipeline.plan import make_plan
 from persd.pipeline.preflight import run_checks
 from persd.pipeline.run import Loop
 from persd.pipeline.summary import RunSummary
-
-console = Console()
-err_console = Console(stderr=True)
 
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="YAML run config; omitted: the built-in offline default.")

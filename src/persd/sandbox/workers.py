@@ -1,4 +1,4 @@
-"""The trusted parent: a pool of warm workers and the per-sample protocol.
+"""The trusted parent: a pool of warm workers and the per-sample protocol (``Sandbox``).
 
 Each worker is forked from one zygote, a fresh interpreter (``python -I -S``, empty
 environment) that preloaded and warmed up once, and forks one confined process per sample.

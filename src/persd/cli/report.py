@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from persd.cli.common import console
 from persd.errors import PersdError
 from persd.report import write_report
-
-console = Console()
 
 
 def report(

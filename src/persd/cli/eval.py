@@ -6,16 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from persd.cli.common import console, err_console
 from persd.errors import PersdError
-from persd.evaluate.multistep import EvalReport, evaluate_student
-from persd.llm.student import StudentConfig, load_student, weights_fingerprint
-from persd.sandbox import Sandbox, SandboxConfig
-
-console = Console()
-err_console = Console(stderr=True)
+from persd.evaluate.multistep import EvalReport
+from persd.llm.student import StudentConfig
+from persd.sandbox import SandboxConfig
 
 
 def report_table(r: EvalReport) -> Table:
@@ -60,41 +57,31 @@ def eval_command(
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
         raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
     from persd.pipeline.config import EvalStageConfig
-    from persd.pipeline.heavy import benchmark_tasks
+    from persd.pipeline.evaluate import evaluate_model
 
-    tasks = benchmark_tasks(benchmark, EvalStageConfig(limit=limit, sample_seed=seed))
-    cfg = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
-    student = load_student(cfg)
-    try:
-        with Sandbox(SandboxConfig()) as sandbox, console.status("evaluating") as status:
-            shown: dict[str, int] = {}
+    cfg = EvalStageConfig(
+        limit=limit,
+        sample_seed=seed,
+        n=n,
+        temperature=temperature,
+        refine_steps=refine_steps,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    student = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
+    with console.status("evaluating") as status:
+        shown: dict[str, int] = {}
 
-            def progress(stage: str, done: int, total: int) -> None:
-                status.update(f"{stage}: {done}/{total}")
-                # Not a terminal (a background run writing to a log): the spinner draws
-                # nothing, so print a line every tenth of a stage instead.
-                tenth = 10 * done // max(total, 1)
-                if not err_console.is_terminal and shown.get(stage, -1) < tenth:
-                    shown[stage] = tenth
-                    err_console.print(f"{stage}: {done}/{total}")
+        def progress(stage: str, done: int, total: int) -> None:
+            status.update(f"{stage}: {done}/{total}")
+            tenth = 10 * done // max(total, 1)
+            if not err_console.is_terminal and shown.get(stage, -1) < tenth:
+                shown[stage] = tenth
+                err_console.print(f"{stage}: {done}/{total}")
 
-            report = evaluate_student(
-                student,
-                tasks,
-                sandbox,
-                benchmark=benchmark,
-                n=n,
-                temperature=temperature,
-                refine_steps=refine_steps,
-                chat=chat,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                out_dir=out,
-                on_progress=progress,
-                fingerprint=weights_fingerprint(cfg),
-            )
-    finally:
-        student.close()
+        report = evaluate_model(
+            student, cfg, SandboxConfig(), benchmark=benchmark, out=out, on_progress=progress
+        )
     console.print(report_table(report))
     gen = (
         "unknown (resumed from an older journal)"

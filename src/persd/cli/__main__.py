@@ -1,0 +1,5 @@
+"""``python -m persd.cli`` (e.g. under ``accelerate launch -m persd.cli train ...``)."""
+
+from persd.cli import main
+
+main()
