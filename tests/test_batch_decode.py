@@ -14,6 +14,7 @@ from persd.tasks import load_humaneval
 
 pytest.importorskip("llama_cpp")
 
+from persd.llm.batch import ThreadChooser  # noqa: E402
 from persd.llm.student_llama import LlamaStudent  # noqa: E402
 
 TASKS = load_humaneval()[:4]
@@ -118,3 +119,40 @@ def test_a_prompt_longer_than_a_sequence_names_the_setting(smollm2_gguf: Path) -
             student.generate([huge], SamplingParams(max_new_tokens=4))
     finally:
         student.close()
+
+
+def test_the_thread_count_does_not_change_the_tokens(smollm2_gguf: Path) -> None:
+    """The decoder picks its thread count by measuring (ThreadChooser); the samples must not
+    depend on the pick. Both students here are pinned, one to 1 thread, one to 2."""
+    params = SamplingParams(max_new_tokens=32)
+    texts = []
+    for threads in (1, 2):
+        student = LlamaStudent(smollm2_gguf, parallel=4, n_ctx=1024, threads=threads)
+        student.decoder.threads.options = [threads]  # no other choice to try
+        texts.append([g[0].text for g in student.generate(PROMPTS, params)])
+        used = student.decoder.threads.used
+        assert {n for n, steps in used.items() if steps} == {threads}
+        student.close()
+    assert texts[0] == texts[1]
+
+
+class _Lib:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def llama_set_n_threads(self, ctx, n, n_batch) -> None:  # noqa: ANN001
+        self.calls.append(n)
+
+
+def test_the_thread_chooser_moves_to_the_faster_choice_and_backs_off_the_slower() -> None:
+    lib = _Lib()
+    chooser = ThreadChooser(lib, None, 4, explore=8)
+    assert chooser.options == [4, 2, 1]
+    seconds = {4: 1.0, 2: 0.1, 1: 0.5}  # per row: 2 threads is fastest (a busy machine)
+    for _ in range(200):
+        n = chooser.pick()
+        chooser.record(n, seconds[n] * 16, 16)
+    assert chooser.current == 2
+    assert chooser.used[2] > 150  # most steps ran on the best choice
+    assert chooser._wait[4] > 8 and chooser._wait[1] > 8  # the losers are tried less often
+    assert lib.calls and set(lib.calls) <= {4, 2, 1}

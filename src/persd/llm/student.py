@@ -43,7 +43,10 @@ class StudentConfig(BaseModel):
     )
     batch_size: int = Field(16, ge=1, description="transformers: rows per generate call")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads (torch: process-wide); llama_cpp: all cores"
+        None,
+        ge=1,
+        description="CPU threads (torch: process-wide); llama_cpp: at most this many, "
+        "chosen per step by measuring (None: all cores)",
     )
     n_ctx: int = Field(
         2048, ge=256, description="llama_cpp: tokens per sequence, prompt and reply together"
