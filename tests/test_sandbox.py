@@ -633,7 +633,7 @@ def _ahead_pair(program: str, check: Test = AHEAD_CHECK) -> tuple[Feedback, Feed
 
 @pytest.mark.parametrize(("program", "repeated"), AHEAD_WRONG)
 def test_calls_sent_ahead_give_the_verdicts_of_one_call_at_a_time(program, repeated, monkeypatch):
-    from persd.sandbox import pool
+    from persd.sandbox import workers as pool
 
     runs, execute = [], pool._Worker.execute
 

@@ -9,29 +9,20 @@ print). The library never imports from here; ``common.run_app`` is the one place
 
 from __future__ import annotations
 
-import typer
-
-from persd.cli import eval as eval_cli
-from persd.cli import models, report, run, score, train
-from persd.cli.common import run_app
-
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # keys and samples live in locals
-    add_completion=False,
-    help="Personalised distillation for code models: attempt, execute, refine, verify, train.",
-)
-app.command()(score.score)
-app.command("check-references")(score.check_references)
-app.command()(score.tasks)
-app.add_typer(models.models_app, name="models")
-app.command("eval")(eval_cli.eval_command)
-app.command("train")(train.train_command)
-app.command("run")(run.run)
-app.command("report")(report.report)
-for _name, _command in run.STAGE_COMMANDS.items():
-    app.command(_name)(_command)
+from typing import Any
 
 
 def main() -> None:
-    run_app(app)
+    """The console script. The app is assembled on call, not on import, so that
+    ``python -m persd.cli.train`` (under accelerate) does not import its module twice."""
+    from persd.cli.mount import main as run
+
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from persd.cli.mount import app
+
+        return app
+    raise AttributeError(f"module 'persd.cli' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m persd.cli`` (e.g. under ``accelerate launch -m persd.cli train ...``)."""
 
-from persd.cli import main
+from persd.cli.mount import main
 
 main()
