@@ -156,3 +156,55 @@ def test_the_thread_chooser_moves_to_the_faster_choice_and_backs_off_the_slower(
     assert chooser.used[2] > 150  # most steps ran on the best choice
     assert chooser._wait[4] > 8 and chooser._wait[1] > 8  # the losers are tried less often
     assert lib.calls and set(lib.calls) <= {4, 2, 1}
+
+
+def test_a_probe_on_a_step_size_the_current_choice_never_ran_does_not_take_over() -> None:
+    """Costs are compared on steps of one size; a probe that is alone in its size has nothing
+    to beat, so it must not become the choice (it did: a cheap prompt step at 1 thread set 1
+    thread for the decoding that followed)."""
+    chooser = ThreadChooser(_Lib(), None, 2, explore=8)
+    n = chooser.pick()
+    chooser.record(n, 0.5 * 16, 16)  # 2 threads on a 16-row step
+    n = chooser.pick()
+    assert n == 1  # the second step probes
+    chooser.record(n, 0.01 * 300, 300)  # a prompt step: no 2-thread cost of that size
+    assert chooser.current == 2
+
+
+def test_sequences_in_flight_stay_on_the_lowest_streams(smollm2_gguf: Path, monkeypatch) -> None:
+    """llama.cpp cuts a batch into one pass over the weights per run of consecutive KV streams,
+    so the decoder moves sequences down into freed streams (a KV copy). The streams in flight
+    must be 0..k-1 at every step, and the moved sequences' tokens must not change."""
+    student = LlamaStudent(smollm2_gguf, parallel=4, n_ctx=1024, threads=2)
+    try:
+        decoder = student.decoder
+        seen: list[list[int]] = []
+        step = decoder._step
+
+        def spy(active, new) -> None:  # noqa: ANN001
+            seen.append(sorted(q.stream for q in active + new))
+            step(active, new)
+
+        monkeypatch.setattr(decoder, "_step", spy)
+        copies = []
+        lib_cp = decoder._lib.llama_memory_seq_cp
+
+        class _Lib:
+            def __getattr__(self, name):  # noqa: ANN001
+                return getattr(decoder.__dict__["_real"], name)
+
+            def llama_memory_seq_cp(self, *a):  # noqa: ANN002
+                copies.append(a[1:3])
+                return lib_cp(*a)
+
+        decoder.__dict__["_real"] = decoder._lib
+        monkeypatch.setattr(decoder, "_lib", _Lib())
+        lengths = [4, 40, 8, 40]  # streams 0 and 2 free up while 1 and 3 go on
+        params = [SamplingParams(max_new_tokens=n) for n in lengths]
+        together = [g[0].text for g in student.generate_each(PROMPTS, params)]
+        alone = [student.generate_each([p], [q])[0][0].text for p, q in zip(PROMPTS, params)]
+    finally:
+        student.close()
+    assert copies, "no sequence was moved"
+    assert all(streams == list(range(len(streams))) for streams in seen)
+    assert together == alone
