@@ -10,7 +10,7 @@ tests, in the same sandbox.
 A synthesised suite is useful when it fails what the real tests fail (no wrong program slips
 through) and passes what they pass (no correct program is rejected).
 
-Usage: python benchmarks/check_synth.py [--run docs/results/default-run]
+Usage: python benchmarks/check_synth.py [--run results/default-run]
        [--teacher qwen2.5-coder-1.5b-instruct] [--out /tmp/check-synth]
 """
 
@@ -32,7 +32,7 @@ from persd.tasks import load_benchmark
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=Path("docs/results/default-run"))
+    ap.add_argument("--run", type=Path, default=Path("results/default-run"))
     ap.add_argument("--teacher", default="qwen2.5-coder-1.5b-instruct")
     ap.add_argument("--out", type=Path, default=Path("/tmp/check-synth"))
     args = ap.parse_args()
