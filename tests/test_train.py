@@ -20,7 +20,8 @@ from persd.errors import DataError, PersdError  # noqa: E402
 from persd.records import Example  # noqa: E402
 from persd.train import TrainConfig, TrainError, load_train_config, train  # noqa: E402
 from persd.train.data import load_examples  # noqa: E402
-from persd.train.sft import completion_loss, make_trainer  # noqa: E402
+from persd.train.metrics import completion_loss  # noqa: E402
+from persd.train.sft import make_trainer  # noqa: E402
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -7,6 +7,7 @@ text, the one rendering every later stage uses.
 
 from persd.sandbox.config import SandboxConfig
 from persd.sandbox.feedback import render_feedback
-from persd.sandbox.workers import Job, Sandbox
+from persd.sandbox.job import Job
+from persd.sandbox.workers import Sandbox
 
 __all__ = ["Job", "Sandbox", "SandboxConfig", "render_feedback"]

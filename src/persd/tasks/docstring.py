@@ -15,6 +15,7 @@ import ast
 import doctest
 import inspect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from persd.tasks.asserts import calls_name, literal_value
@@ -162,25 +163,37 @@ def _from_comparison(source: str, expr: ast.Compare, entry_point: str) -> Found:
     return Unparsed(source, "a comparison that is not '<call> == <literal>'")
 
 
-def _call_end(text: str, open_paren: int) -> int | None:
-    """Index just past the ``)`` that closes ``text[open_paren]``, skipping string literals."""
-    depth, i, quote = 0, open_paren, ""
-    while i < len(text):
+def _scan(text: str, start: int = 0) -> Iterator[tuple[int, str, int, bool]]:
+    """Each character from ``start``: its index, itself, the bracket depth after it, and
+    whether it is code (not inside a string literal, where a backslash escapes)."""
+    depth, quote, escaped = 0, "", False
+    for i in range(start, len(text)):
         ch = text[i]
         if quote:
-            if ch == "\\":
-                i += 1
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
             elif ch == quote:
                 quote = ""
-        elif ch in "'\"":
+            yield i, ch, depth, False
+            continue
+        if ch in "'\"":
             quote = ch
-        elif ch in "([{":
+            yield i, ch, depth, False
+            continue
+        if ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
+        yield i, ch, depth, True
+
+
+def _call_end(text: str, open_paren: int) -> int | None:
+    """Index just past the ``)`` that closes ``text[open_paren]``, skipping string literals."""
+    for i, ch, depth, code in _scan(text, open_paren):
+        if code and ch in ")]}" and depth == 0:
+            return i + 1
     return None
 
 
@@ -242,17 +255,10 @@ def _bindings(text: str) -> list[tuple[str | None, str]]:
 
 
 def _split_top_level(text: str) -> list[str]:
-    pieces, depth, quote, current = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
+    pieces: list[str] = []
+    current: list[str] = []
+    for _, ch, depth, code in _scan(text):
+        if code and ch == "," and depth == 0:
             pieces.append("".join(current))
             current = []
             continue

@@ -387,21 +387,3 @@ def _run_record(config: TrainConfig, paths: list[Path], name: str, ref: str) -> 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def completion_loss(model: Any, dataset: Any, *, max_len: int = 1024) -> float:
-    """Mean per-token loss on the completions of a prepared (tokenised) dataset: for tests and
-    for checking a trained model on its data, independent of the trainer's own logging."""
-    import torch
-
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for row in dataset:
-            ids = torch.tensor([row["input_ids"][:max_len]])
-            labels = torch.tensor([row["labels"][:max_len]])
-            n = int((labels[:, 1:] != -100).sum())
-            if n:
-                total += float(model(input_ids=ids, labels=labels).loss) * n
-                count += n
-    return total / max(count, 1)

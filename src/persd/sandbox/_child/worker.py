@@ -14,14 +14,13 @@ import sys
 import time
 from typing import Any
 
-from . import confine, harness
+from . import confine, harness, procs
 
 RULESET_FD = 251  # the Landlock ruleset every sample applies to itself
 SAMPLE_FD = 3  # in the sample: its private socket to the parent
 EXIT_CONFINE = 121  # the sample could not be confined: an infrastructure error
 TAIL = 4096  # bytes of stdout/stderr kept for feedback
 PR_SET_CHILD_SUBREAPER = 36
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STARVED_RECHECK_S = 0.05  # how often a sample past its wall limit is checked for sleeping
 # A sample at its CPU-time limit with this share of its memory limit already mapped is still
 # allocating: on a loaded machine page faults and the collector cost it more CPU per byte
@@ -224,7 +223,7 @@ class Worker:
             os.close(fail_r)
         report["leftover"], report["orphan_cpu_s"] = self._reap_all()
         for name in os.listdir(self.scratch_base):  # the sample may have made siblings
-            _remove(name, self.scratch_base_fd)
+            procs.remove_tree(name, self.scratch_base_fd)
         return report
 
     def _enter_sample(
@@ -299,9 +298,9 @@ class Worker:
                     break
                 now = time.monotonic()
                 if now >= next_cpu_check:
-                    cpu = _cpu_seconds(pid)
+                    cpu = procs.cpu_seconds(pid)
                     if cpu >= cpu_limit:
-                        mapped = _address_space(pid)  # 0 once it is exiting: wait for that
+                        mapped = procs.address_space(pid)  # 0 once it is exiting: wait for that
                         if cpu < cpu_grace_limit and (mapped >= near_memory or mapped == 0):
                             memory_grace_since = memory_grace_since or now
                             next_cpu_check = now + _STARVED_RECHECK_S / 5
@@ -310,7 +309,7 @@ class Worker:
                         break
                     next_cpu_check = now + max(cpu_limit - cpu, 0.01)
                 if now >= wall_deadline:
-                    if now < wall_max and _waiting_for_cpu(pid):
+                    if now < wall_max and procs.waiting_for_cpu(pid):
                         starved_since = starved_since or now
                         wall_deadline = now + _STARVED_RECHECK_S
                     else:
@@ -384,94 +383,5 @@ class Worker:
                 cpu += usage.ru_utime + usage.ru_stime
                 continue
             if time.monotonic() > deadline:
-                return _kill_children(), round(cpu, 4)
+                return procs.kill_children(), round(cpu, 4)
             time.sleep(0.001)
-
-
-def _remove(name: str, dir_fd: int) -> None:
-    """Remove ``name`` under ``dir_fd`` and everything beneath it, never following a link.
-
-    Not ``shutil.rmtree``: shutil maps zlib, bz2 and lzma (30 memory areas every fork copies).
-    The sample's processes are all gone by now; errors are ignored, as with ignore_errors.
-    """
-    try:
-        os.rmdir(name, dir_fd=dir_fd)  # the usual case: an empty scratch directory
-        return
-    except NotADirectoryError:
-        _ignore(os.unlink, name, dir_fd=dir_fd)
-        return
-    except OSError:
-        pass
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:  # a symlink, a special file, or a directory we may not open
-        if _ignore(os.unlink, name, dir_fd=dir_fd):
-            return
-        _ignore(os.chmod, name, 0o700, dir_fd=dir_fd)  # made unreadable by its owner
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-        except OSError:
-            return
-    try:
-        for entry in os.scandir(fd):
-            _remove(entry.name, fd)
-    finally:
-        os.close(fd)
-    _ignore(os.rmdir, name, dir_fd=dir_fd)
-
-
-def _ignore(fn: Any, *args: Any, **kwargs: Any) -> bool:
-    try:
-        fn(*args, **kwargs)
-    except OSError:
-        return False
-    return True
-
-
-def _stat_fields(pid: int) -> list[bytes]:
-    """The fields of /proc/<pid>/stat after the command name (state first); [] if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _waiting_for_cpu(pid: int) -> bool:
-    """Whether the sample's main thread is runnable (R) or in the kernel (D), not asleep."""
-    return _stat_fields(pid)[:1] in ([b"R"], [b"D"])
-
-
-def _address_space(pid: int) -> int:
-    """Bytes the sample has mapped (vsize, what RLIMIT_AS limits); 0 once it is exiting."""
-    try:
-        return int(_stat_fields(pid)[20])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = _stat_fields(pid)
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (IndexError, ValueError):
-        return 0.0
-
-
-def _kill_children() -> int:
-    """Last resort: SIGKILL anything still parented to us. Returns how many there were."""
-    me, n = str(os.getpid()).encode(), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    ppid = f.read().rsplit(b")", 1)[1].split()[1]
-            except OSError:
-                continue
-            if ppid == me:
-                n += 1
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except OSError:
-                    pass
-    return n
