@@ -40,7 +40,7 @@ def test_stage_file_names_file_and_line_of_a_bad_row(tmp_path):
     stage.append([_attempt("T/1")])
     with stage.path.open("a") as f:
         f.write(json.dumps({"id": "x", "task_id": "T/2"}) + "\n")
-    with pytest.raises(DataError, match=r"attempts.jsonl:2: 'model_id' field required"):
+    with pytest.raises(DataError, match=r"attempts.jsonl:2: 'model_id' is missing"):
         stage.read()
 
 

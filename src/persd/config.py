@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from persd.configio import describe, merge
+from persd.configio import describe, load_yaml_mapping, merge
 from persd.errors import PersdError
 from persd.llm.chat_templates import PromptConfig
 from persd.llm.student import StudentConfig
@@ -103,16 +102,7 @@ class ConfigError(PersdError):
 
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """The run config from ``path`` (YAML, may be None) with ``overrides`` applied on top."""
-    data: Any = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: must be a mapping of keys to values")
+    data = load_yaml_mapping(path, ConfigError, "keys to values") if path is not None else {}
     try:
         return RunConfig.model_validate(merge(data, overrides or {}))
     except ValidationError as e:

@@ -1,12 +1,34 @@
-"""Helpers every pydantic config of persd shares: layering and one-line error messages."""
+"""Helpers every pydantic config of persd shares: reading the YAML, layering, and one-line
+error messages."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
+
+from persd.errors import PersdError
+
+
+def load_yaml_mapping(path: Path, error: type[PersdError], what: str) -> dict[str, Any]:
+    """A config file's keys (empty file: none); a file that cannot be read, is not YAML or is
+    not a mapping raises ``error`` with one line naming the file (and the line)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or "not parseable"
+        raise error(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: must be a mapping of {what}")
+    return data
 
 
 def known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

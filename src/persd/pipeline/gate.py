@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from persd.evaluate.paired import Paired, paired
+from persd.jsonl import json_objects
 from persd.pipeline.config import GateConfig
 
 
@@ -128,9 +129,7 @@ def per_task(eval_dir: Path) -> dict[str, bool]:
     """Task id -> passed, from an evaluation's step-0 samples (one greedy sample per task;
     with n > 1 a task counts as passed when its first sample passed)."""
     out: dict[str, bool] = {}
-    for line in (eval_dir / "samples_base.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row.get("index", 0) == 0:
-                out[row["task_id"]] = bool(row["passed"])
+    for _, row in json_objects(eval_dir / "samples_base.jsonl", "an evaluation's samples"):
+        if row.get("index", 0) == 0:
+            out[row["task_id"]] = bool(row["passed"])
     return out

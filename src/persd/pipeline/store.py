@@ -20,7 +20,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -28,9 +27,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from persd.errors import DataError, PersdError
+from persd.errors import PersdError
+from persd.jsonl import parse_record
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
@@ -78,12 +78,7 @@ class StageFile:
             for n, line in enumerate(f, 1):
                 if not line.strip() or not line.endswith("\n"):
                     continue
-                try:
-                    out.append(self.record.model_validate_json(line))
-                except ValidationError as e:
-                    err = e.errors()[0]
-                    field = ".".join(str(p) for p in err["loc"]) or None
-                    raise DataError(self.path, n, field, err["msg"].lower()) from None
+                out.append(parse_record(line, self.record, self.path, n))
         return out
 
     def append(self, records: Iterable[BaseModel]) -> None:
@@ -184,11 +179,3 @@ def _lookup(data: object, key: str) -> object:
 
 def _missing(data: object, key: str) -> bool:
     return _lookup(data, key) is _ABSENT
-
-
-def read_json_lines(path: Path) -> Iterator[dict]:
-    """Plain dict rows of a JSONL file (for reports and tools)."""
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)

@@ -8,7 +8,6 @@ caller can say "skipped 3 of 200 tasks" and list why. Nothing is dropped silentl
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from persd.errors import DataError
+from persd.jsonl import json_object
 from persd.records import Comparison, Task, Test
 from persd.tasks.asserts import TestSyntaxError, source_to_test, structured_test
 from persd.tasks.templates_io import prompt_template
@@ -104,12 +104,7 @@ def load_task_pool(path: Path | str, *, strict: bool = True) -> PoolResult:
 
 
 def _parse_line(raw: str, path: Path, number: int) -> Task:
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(path, number, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, number, None, f"not a JSON object (got {type(data).__name__})")
+    data = json_object(raw, path, number)
     try:
         line = _Line.model_validate(data)
     except ValidationError as e:

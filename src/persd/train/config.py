@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from persd.configio import describe, merge
+from persd.configio import describe, load_yaml_mapping, merge
 from persd.errors import PersdError
 
 # The attention and MLP projections of Qwen2 / Llama / Mistral / SmolLM2 blocks: "all linear
@@ -115,16 +114,7 @@ def load_train_config(
     data: Any = {}
     source = str(path) if path else "flags"
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise TrainConfigError(f"{path}: cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise TrainConfigError(f"{where}: not valid YAML") from None
-        if not isinstance(data, dict):
-            raise TrainConfigError(f"{path}: expected a mapping of training settings")
+        data = load_yaml_mapping(path, TrainConfigError, "training settings")
         if isinstance(data.get("train"), dict):
             section = dict(data["train"])
             # Which training sets the pipeline trains, not how: the data files are the CLI's.

@@ -15,7 +15,6 @@ TRL computes the loss on the completion only for prompt-completion datasets, in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from persd.errors import DataError
+from persd.jsonl import invalid, json_objects
 from persd.records import Example
 
 if TYPE_CHECKING:
@@ -33,38 +33,16 @@ if TYPE_CHECKING:
 
 def read_examples(path: Path) -> list[Example]:
     """All rows of one JSONL file of ``Example`` records; a bad row is a DataError naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, None, None, "no such file (a JSONL of training rows)") from None
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot be read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, None, None, "is not UTF-8 text (a JSONL of training rows)") from None
     rows = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            rows.append(_parse_line(raw, path, number))
+    for number, data in json_objects(path, "a JSONL of training rows"):
+        try:
+            example = Example.model_validate(data)
+        except ValidationError as e:
+            raise invalid(path, number, e) from None
+        if not example.completion.strip():
+            raise DataError(path, number, "completion", "is empty (nothing to learn)")
+        rows.append(example)
     return rows
-
-
-def _parse_line(raw: str, path: Path, number: int) -> Example:
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(path, number, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, number, None, f"not a JSON object (got {type(data).__name__})")
-    try:
-        example = Example.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        message = "is missing" if first["type"] == "missing" else first["msg"].lower()
-        raise DataError(path, number, field, message) from None
-    if not example.completion.strip():
-        raise DataError(path, number, "completion", "is empty (nothing to learn)")
-    return example
 
 
 def load_examples(paths: Sequence[Path]) -> list[Example]:
