@@ -202,7 +202,9 @@ def test_sequences_in_flight_stay_on_the_lowest_streams(smollm2_gguf: Path, monk
         lengths = [4, 40, 8, 40]  # streams 0 and 2 free up while 1 and 3 go on
         params = [SamplingParams(max_new_tokens=n) for n in lengths]
         together = [g[0].text for g in student.generate_each(PROMPTS, params)]
-        alone = [student.generate_each([p], [q])[0][0].text for p, q in zip(PROMPTS, params)]
+        alone = [
+            student.generate_each([p], [q])[0][0].text for p, q in zip(PROMPTS, params, strict=True)
+        ]
     finally:
         student.close()
     assert copies, "no sequence was moved"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from persd.config import ConfigError, load_config
-from persd.pipeline import run as run_mod
+from persd.pipeline import training as training_mod
 from persd.pipeline.run import Loop, model_name, trained_student
 from persd.pipeline.store import RunDirError
 from persd.records import Attempt, Example, Execution, TeacherCall
@@ -79,7 +79,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         _fake_trained(Path(out))
         return str(Path(out) / "final")
 
-    monkeypatch.setattr(run_mod, "run_isolated", fake)
+    monkeypatch.setattr(training_mod, "run_isolated", fake)
     return calls
 
 

@@ -6,6 +6,8 @@ last updates, so the estimate follows the current pace rather than the start-up 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,3 +45,17 @@ def progress_bars(console: Console, *, transient: bool = False, width: int = 8) 
         transient=transient,
         speed_estimate_period=120.0,
     )
+
+
+class RichProgress:
+    """The pipeline's ``Progress`` drawn as stage bars; notes printed above them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+
+    def start(self, stage: str, total: int) -> Callable[[int], None]:
+        bar = self._p.add_task(stage, total=total)
+        return lambda n: self._p.advance(bar, n)
+
+    def note(self, message: str) -> None:
+        self._p.console.print(f"[dim]{message}[/]")

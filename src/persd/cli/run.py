@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
-from persd.cli import progress as cli_progress
 from persd.cli.common import console, err_console
+from persd.cli.progress import RichProgress, progress_bars
 from persd.config import RunConfig, load_config
 from persd.pipeline.plan import make_plan
 from persd.pipeline.preflight import run_checks
@@ -29,24 +28,6 @@ RunDirOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Continue in a run dir made with a different config.")
 ]
-
-
-class RichProgress:
-    """Stage bars on stderr; notes printed above them."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._p = progress
-
-    def start(self, stage: str, total: int) -> Callable[[int], None]:
-        bar = self._p.add_task(stage, total=total)
-        return lambda n: self._p.advance(bar, n)
-
-    def note(self, message: str) -> None:
-        self._p.console.print(f"[dim]{message}[/]")
-
-
-def progress_bars() -> Progress:
-    return cli_progress.progress_bars(err_console)
 
 
 def default_config() -> Path:
@@ -141,7 +122,7 @@ def run(
 
     Resumable: rerun the same command after an interruption and it continues.
     """
-    with progress_bars() as bars:
+    with progress_bars(err_console) as bars:
         loop = _loop(config, run_dir, force, RichProgress(bars), dry_run=dry_run, verbose=verbose)
         # In seconds, before any stage: a wrong teacher URL or key fails now (one line naming
         # the key), not after minutes of student work.
@@ -192,7 +173,7 @@ def _write_report(run_dir: Path) -> None:
 
 def _stage(name: str, doc: str) -> Callable[..., None]:
     def command(config: ConfigArg = None, run_dir: RunDirOpt = None, force: ForceOpt = False):
-        with progress_bars() as bars:
+        with progress_bars(err_console) as bars:
             loop = _loop(config, run_dir, force, RichProgress(bars))
             getattr(loop, name)()
         console.print(summary_table(loop.summary()))

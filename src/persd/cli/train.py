@@ -10,12 +10,15 @@ Mounted by ``persd.cli`` as ``persd train``. Standalone, and under
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from persd.cli.common import console, run_app
-from persd.cli.run import RichProgress, progress_bars
+from persd.cli.common import console, err_console, run_app
+from persd.cli.progress import RichProgress, progress_bars
+
+if TYPE_CHECKING:
+    from persd.train import TrainResult
 
 train_app = typer.Typer(
     no_args_is_help=True,
@@ -23,10 +26,6 @@ train_app = typer.Typer(
     add_completion=False,
     help="Fine-tune the student (TRL SFT; LoRA or full weights).",
 )
-
-
-# The same stage bar as `persd run`: one definition of how progress is drawn.
-_Bars = RichProgress
 
 
 @train_app.command("train")
@@ -79,10 +78,13 @@ def train_command(
         "merge": merge or None,
     }
     cfg = load_train_config(config, overrides)
-    with progress_bars() as bars:
-        result = train(cfg, data, model, out, progress=_Bars(bars))
-    if not result.main_process:  # every rank ran train(); one reports
-        return
+    with progress_bars(err_console) as bars:
+        result = train(cfg, data, model, out, progress=RichProgress(bars))
+    if result.main_process:  # every rank ran train(); one reports
+        _report(result)
+
+
+def _report(result: TrainResult) -> None:
     s = result.summary
     loss = f"{s.final_loss:.4f}" if s.final_loss is not None else "n/a"
     console.print(

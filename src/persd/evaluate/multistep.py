@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from persd.errors import PersdError
+from persd.evaluate.journal import Journal, journal_key
 from persd.evaluate.passk import mean_pass_at_k
 from persd.llm.base import Prompt, SamplingParams, Student, chunk_size, generate_each
 from persd.llm.chat_templates import PromptConfig, student_refine_prompt
@@ -79,76 +79,6 @@ class _Sample:
     history: list[dict] = field(default_factory=list)
 
 
-class _Journal:
-    """Every batch of raw generations, appended to ``<out>/generations.jsonl`` as it is made.
-
-    A rerun with the same ``--out`` reuses them instead of sampling again: sampling is
-    seeded, so the reused text is what the same call would produce, and an evaluation cut
-    off after an hour resumes where it was. The header line names the evaluation (model,
-    benchmark, decoding); reusing another evaluation's generations is refused. The number of
-    refinement steps is not part of it: a step-0 run can be continued with refinement steps.
-    """
-
-    def __init__(self, path: Path | None, header: dict) -> None:
-        self.path, self.reused = path, 0
-        self.seconds: float | None = 0.0  # generation time of the batches handed out
-        self._done: dict[str, tuple[list[str], list[list[str]], float | None]] = {}
-        if path is None:
-            return
-        if path.exists() and path.stat().st_size:
-            text = path.read_text(encoding="utf-8")
-            lines = text.splitlines()
-            try:
-                first = json.loads(lines[0])
-            except json.JSONDecodeError:
-                raise PersdError(f"{path}:1: not a generations header line") from None
-            if first != header:
-                diff = sorted(
-                    k for k in header.keys() | first.keys() if first.get(k) != header.get(k)
-                )
-                raise PersdError(
-                    f"{path}: generations of another evaluation (differs in {', '.join(diff)}); "
-                    "pass another --out or remove that directory"
-                )
-            whole = lines
-            for n, line in enumerate(lines[1:], start=2):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    if n == len(lines):
-                        whole = lines[:-1]  # cut off mid-write: that batch is made again
-                        break
-                    raise PersdError(f"{path}:{n}: not a JSON line") from None
-                self._done[row["key"]] = (row["tasks"], row["texts"], row.get("seconds"))
-            if not text.endswith("\n"):  # a write was cut off: keep only whole lines
-                path.write_text("".join(line + "\n" for line in whole), encoding="utf-8")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(header) + "\n", encoding="utf-8")
-
-    def batch(
-        self, key: str, tasks: Sequence[Task], make: Callable[[], list[list[str]]]
-    ) -> list[list[str]]:
-        ids = [t.id for t in tasks]
-        done = self._done.get(key)
-        if done is not None and done[0] == ids:
-            self.reused += 1
-            self._add(done[2])
-            return done[1]
-        start = time.perf_counter()
-        texts = make()
-        seconds = round(time.perf_counter() - start, 3)
-        self._add(seconds)
-        if self.path is not None:
-            row = {"key": key, "tasks": ids, "texts": texts, "seconds": seconds}
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-        return texts
-
-    def _add(self, seconds: float | None) -> None:
-        self.seconds = None if seconds is None or self.seconds is None else self.seconds + seconds
-
-
 def _generate(
     student: Student,
     prompts: Sequence[Prompt],
@@ -170,11 +100,6 @@ def _generate(
         ]
     gens = generate_each(student, prompts, each, on_done)
     return [[g.text for g in per_task] for per_task in gens]
-
-
-def _journal_key(arm: str, step: int, start: int, size: int) -> str:
-    """A chunk's key; chunks of 8 keep the keys journals were written with before batching."""
-    return f"{arm}/{step}/{start}" if size == 8 else f"{arm}/{step}/{start}+{size}"
 
 
 def _score(samples: Sequence[_Sample], sandbox: Sandbox) -> float:
@@ -242,24 +167,42 @@ def evaluate_student(
         n=n,
         temperature=temperature,
         # Greedy resampling would repeat the same program: the resample arm needs T > 0.
-        resample_temperature=temperature if temperature > 0 else resample_temperature,
+        resample_temperature=temperature or resample_temperature,
         refine_steps=refine_steps,
         tasks_without_seen_tests=sum(not t.tests_seen for t in tasks),
     )
-    journal = _Journal(
+    # The journal's header names what makes two evaluations' generations the same.
+    journal = Journal(
         out_dir / "generations.jsonl" if out_dir is not None else None,
-        {
-            "model_id": student.model_id,
-            "weights": fingerprint,  # llm.student.weights_fingerprint: retrained = different
-            "benchmark": benchmark,
-            "n": n,
-            "temperature": temperature,
-            "resample_temperature": report.resample_temperature,
-            "max_new_tokens": max_new_tokens,
-            "chat": chat,
-            "seed": seed,
-        },
+        report.model_dump(
+            include={"model_id", "benchmark", "n", "temperature", "resample_temperature"}
+        )
+        # llm.student.weights_fingerprint: a retrained model is another model
+        | {"weights": fingerprint, "max_new_tokens": max_new_tokens, "chat": chat, "seed": seed},
     )
+    samples = _sample(student, tasks, params, chat=chat, journal=journal, on_progress=on_progress)
+    report.score_s += _score(samples, sandbox)
+    report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
+    step = _Step(student, sandbox, report, journal, params, chat, prompt or PromptConfig(), ks)
+    arms = _refine_arms(step, samples, on_progress)
+    report.batches_resumed = journal.reused
+    report.generate_s = None if journal.seconds is None else round(journal.seconds, 3)
+    report.score_s = round(report.score_s, 3)
+    if out_dir is not None:
+        _write(out_dir, report, {"base": samples, **(arms if refine_steps else {})})
+    return report
+
+
+def _sample(
+    student: Student,
+    tasks: Sequence[Task],
+    params: SamplingParams,
+    *,
+    chat: bool,
+    journal: Journal,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> list[_Sample]:
+    """Step 0: every task's samples, a journalled chunk at a time, progress per task."""
     prompts = [student_prompt(t, chat=chat) for t in tasks]
     samples: list[_Sample] = []
     size = chunk_size(student)
@@ -274,7 +217,7 @@ def evaluate_student(
     for start in range(0, len(tasks), size):
         batch = tasks[start : start + size]
         outputs = journal.batch(
-            _journal_key("base", 0, start, size),
+            journal_key("base", 0, start, size),
             batch,
             lambda b=batch, s=start, cb=one_done: _generate(
                 student, prompts[s : s + size], b, params, chat=chat, on_done=cb
@@ -289,40 +232,57 @@ def evaluate_student(
         finished = min(start + size, len(tasks))  # a chunk from the journal counts whole
         if on_progress:
             on_progress("sample", finished, len(tasks))
-    report.score_s += _score(samples, sandbox)
-    report.steps.append(_step_score(samples, 0, "base", len(samples), len(samples), ks))
+    return samples
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What every refinement step of an evaluation shares."""
+
+    student: Student
+    sandbox: Sandbox
+    report: EvalReport
+    journal: Journal
+    params: SamplingParams
+    chat: bool
+    prompt: PromptConfig
+    ks: Sequence[int]
+
+
+def _refine_arms(
+    at: _Step,
+    samples: Sequence[_Sample],
+    on_progress: Callable[[str, int, int], None] | None,
+) -> dict[str, list[_Sample]]:
+    """Steps 1..``refine_steps`` of both arms from step 0's samples: ``refine`` asks the
+    student to fix a program that failed its seen tests (the training rows' refinement prompt,
+    from ``prompt``), ``resample`` draws a fresh one; each step is scored into the report."""
     arms: dict[str, list[_Sample]] = {
         "refine": [_copy(s) for s in samples],
         "resample": [_copy(s) for s in samples],
     }
+    steps = at.report.refine_steps
     for arm, arm_samples in arms.items():
         total = len(samples)
-        for step in range(1, refine_steps + 1):
+        for step in range(1, steps + 1):
             todo = [s for s in arm_samples if s.seen is not None and not s.seen.passed]
             _one_step(
-                student,
+                at.student,
                 todo,
                 arm,
                 step,
-                chat=chat,
-                params=params,
-                report=report,
-                journal=journal,
-                prompt=prompt or PromptConfig(),
+                chat=at.chat,
+                params=at.params,
+                report=at.report,
+                journal=at.journal,
+                prompt=at.prompt,
             )
-            report.score_s += _score(todo, sandbox)
+            at.report.score_s += _score(todo, at.sandbox)
             total += len(todo)
-            report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, ks))
+            at.report.steps.append(_step_score(arm_samples, step, arm, len(todo), total, at.ks))
             if on_progress:
-                on_progress(f"{arm} {step}", step, refine_steps)
-    report.batches_resumed = journal.reused
-    report.generate_s = None if journal.seconds is None else round(journal.seconds, 3)
-    report.score_s = round(report.score_s, 3)
-    if out_dir is not None:
-        # Step 0's samples too: per-task verdicts before any refinement, for paired
-        # comparisons of two models (the arms' files hold the last step's verdicts).
-        _write(out_dir, report, {"base": samples, **arms} if refine_steps else {"base": samples})
-    return report
+                on_progress(f"{arm} {step}", step, steps)
+    return arms
 
 
 def _copy(s: _Sample) -> _Sample:
@@ -338,7 +298,7 @@ def _one_step(
     chat: bool,
     params: SamplingParams,
     report: EvalReport,
-    journal: _Journal,
+    journal: Journal,
     prompt: PromptConfig,
 ) -> None:
     one = params.model_copy(update={"n": 1})
@@ -357,7 +317,7 @@ def _one_step(
         seeded = one.model_copy(update={"seed": params.seed + 1000 * step + start})
         tasks = [s.task for s in batch]
         texts = journal.batch(
-            _journal_key(arm, step, start, size),
+            journal_key(arm, step, start, size),
             tasks,
             lambda t=tasks, p=prompts[start : start + size], sp=seeded: _generate(
                 student, p, t, sp, chat=chat
@@ -371,6 +331,9 @@ def _one_step(
 
 
 def _write(out_dir: Path, report: EvalReport, arms: dict[str, list[_Sample]]) -> None:
+    """The report and each arm's samples. Step 0's samples too: per-task verdicts before any
+    refinement, for paired comparisons of two models (the arms' files hold the last step's
+    verdicts)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     for arm, samples in arms.items():

@@ -20,10 +20,14 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from persd.llm.base import Prompt
 from persd.llm.chat_templates import PromptConfig, prompt_text, student_refine_prompt
 from persd.records import Attempt, Example, Execution, Task, TeacherCall, Variant
+
+if TYPE_CHECKING:
+    from persd.pipeline.context import RunContext
 
 StudentPrompt = Callable[[Task], Prompt]
 
@@ -50,43 +54,134 @@ def _prompt_is_module(prompt: str) -> bool:
 
 
 @dataclass
-class _Ctx:
+class _Builder:
+    """The state of one ``build_datasets`` call: the verified records indexed, the rows so
+    far by variant, and the counts of what was left out."""
+
     chat: bool
     student_prompt: StudentPrompt
-    built: Built
+    settings: PromptConfig
+    unfiltered: bool
+    verifications: Mapping[str, Execution]
+    built: Built = field(default_factory=Built)
+    rows: dict[str, list[Example]] = field(default_factory=dict)
+
+    def ok(self, call: TeacherCall) -> bool:
+        v = self.verifications.get(call.id)
+        return v is not None and v.feedback.passed
+
+    def add(self, variant: str, ex: Example | None) -> None:
+        if ex is not None:
+            self.rows.setdefault(variant, []).append(ex)
+
+    def example(
+        self,
+        variant: str,
+        task: Task,
+        code: str,
+        *,
+        prompt: Prompt,
+        attempt: Attempt | None,
+        teacher: TeacherCall,
+        verified: bool,
+        fmt: str,
+    ) -> Example | None:
+        text = prompt_text(prompt)
+        if self.chat:
+            completion = fenced(code)
+        elif fmt == "text2code" and not _prompt_is_module(text):
+            self.built.skipped[f"{variant}: base prompt ends inside a function"] += 1
+            return None
+        else:
+            completion = "\n" + code.strip() + "\n"
+        return Example(
+            id=f"{variant}:{teacher.id}",
+            variant=variant,  # type: ignore[arg-type]
+            format=fmt,  # type: ignore[arg-type]
+            prompt=text,
+            completion=completion,
+            task_id=task.id,
+            attempt_id=attempt.id if attempt else None,
+            teacher_id=teacher.id,
+            verified=verified,
+        )
+
+    def personal(
+        self, task: Task, attempt: Attempt, execution: Execution, calls: list[TeacherCall]
+    ) -> bool:
+        """PERsD rows (text2code and refine; ``_nofilter`` ablations from the first call)
+        for one failed attempt; whether a verified refinement made them."""
+        text2code = self.student_prompt(task)
+        refine = student_refine_prompt(
+            self.settings, task=task, code=attempt.code, feedback=execution.feedback, chat=self.chat
+        )
+        verified = next((c for c in calls if self.ok(c)), None)
+        for suffix, call in (("", verified), ("_nofilter", calls[0])):
+            if call is None or (suffix and not self.unfiltered):
+                continue
+            for name, prompt, fmt in (
+                ("persd", text2code, "text2code"),
+                ("persd_refine", refine, "refine"),
+            ):
+                ex = self.example(
+                    name + suffix,
+                    task,
+                    call.code,
+                    prompt=prompt,
+                    attempt=attempt,
+                    teacher=call,
+                    verified=self.ok(call),
+                    fmt=fmt,
+                )
+                self.add(name + suffix, ex)
+        if verified is None:
+            self.built.skipped["persd: no refinement passed every test"] += 1
+        return verified is not None
+
+    def standard(self, task: Task, solution: TeacherCall | None, personal: bool) -> None:
+        """The StanD row of a task's verified solution, and its InpD copy when the task
+        also has personalised rows."""
+        if solution is None:
+            if personal:
+                self.built.skipped["inpd: failed task without a verified teacher solution"] += 1
+            return
+        ex = self.example(
+            "stand",
+            task,
+            solution.code,
+            prompt=self.student_prompt(task),
+            attempt=None,
+            teacher=solution,
+            verified=True,
+            fmt="text2code",
+        )
+        self.add("stand", ex)
+        if personal and ex is not None:
+            self.add("inpd", ex.model_copy(update={"id": f"inpd:{solution.id}", "variant": "inpd"}))
 
 
-def _example(
-    ctx: _Ctx,
-    variant: str,
-    task: Task,
-    code: str,
-    *,
-    prompt: Prompt,
-    attempt: Attempt | None,
-    teacher: TeacherCall,
-    verified: bool,
-    fmt: str,
-) -> Example | None:
-    text = prompt_text(prompt)
-    if ctx.chat:
-        completion = fenced(code)
-    elif fmt == "text2code" and not _prompt_is_module(text):
-        ctx.built.skipped[f"{variant}: base prompt ends inside a function"] += 1
-        return None
-    else:
-        completion = "\n" + code.strip() + "\n"
-    return Example(
-        id=f"{variant}:{teacher.id}",
-        variant=variant,  # type: ignore[arg-type]
-        format=fmt,  # type: ignore[arg-type]
-        prompt=text,
-        completion=completion,
-        task_id=task.id,
-        attempt_id=attempt.id if attempt else None,
-        teacher_id=teacher.id,
-        verified=verified,
+def _relabel(rows: list[Example], variant: str) -> list[Example]:
+    return [
+        r.model_copy(update={"id": f"{variant}:{r.variant}:{r.teacher_id}", "variant": variant})
+        for r in rows
+    ]
+
+
+def _combined(rows: dict[str, list[Example]], seed: int) -> None:
+    """The variants made of others' rows: PERsD-combined (text2code + refine), its InpD
+    version, and StanD at PERsD-combined's size."""
+    rows["persd_combined"] = _relabel(
+        rows.get("persd", []) + rows.get("persd_refine", []), "persd_combined"
     )
+    rows["persd_combined_inpd"] = _relabel(
+        rows.get("persd_refine", []) + rows.get("inpd", []), "persd_combined_inpd"
+    )
+    # The paper's key comparison is at equal size: StanD rows for a seeded random subset of
+    # tasks, as many as PERsD-combined has rows (all of StanD when it has fewer).
+    stand_rows = rows.get("stand", [])
+    size = min(len(rows["persd_combined"]), len(stand_rows))
+    picked = sorted(random.Random(seed).sample(range(len(stand_rows)), size))
+    rows["stand_matched"] = _relabel([stand_rows[i] for i in picked], "stand_matched")
 
 
 def build_datasets(
@@ -105,115 +200,62 @@ def build_datasets(
     seed: int = 0,
 ) -> Built:
     """Every requested variant's rows (plus ``*_nofilter`` ablations when ``unfiltered``)."""
-    built = Built()
-    ctx = _Ctx(chat, student_prompt, built)
-    settings = prompt_config or PromptConfig()
-
-    def ok(call: TeacherCall) -> bool:
-        v = verifications.get(call.id)
-        return v is not None and v.feedback.passed
-
+    b = _Builder(chat, student_prompt, prompt_config or PromptConfig(), unfiltered, verifications)
     first_solution: dict[str, TeacherCall] = {}
     for s in solutions:
-        if ok(s):
+        if b.ok(s):
             first_solution.setdefault(s.task_id, s)
     by_attempt: dict[str, list[TeacherCall]] = {}
-    for r in refinements:
+    for r in sorted(refinements, key=lambda c: c.id):
         by_attempt.setdefault(r.attempt_id or "", []).append(r)
-    for calls in by_attempt.values():
-        calls.sort(key=lambda c: c.id)
     attempts_by_task: dict[str, list[Attempt]] = {}
     for a in sorted(attempts, key=lambda a: (a.round, a.index)):
         attempts_by_task.setdefault(a.task_id, []).append(a)
-
-    rows: dict[str, list[Example]] = {}
-
-    def add(variant: str, ex: Example | None) -> None:
-        if ex is not None:
-            rows.setdefault(variant, []).append(ex)
-
     for task in tasks:
-        text2code = student_prompt(task)
-        solution = first_solution.get(task.id)
         personal = False
         for attempt in attempts_by_task.get(task.id, []):
             execution = executions.get(attempt.id)
-            if execution is None or execution.feedback.passed:
-                continue
             calls = by_attempt.get(attempt.id, [])
-            if not calls:
-                continue
-            refine = student_refine_prompt(
-                settings, task=task, code=attempt.code, feedback=execution.feedback, chat=chat
-            )
-            verified = next((c for c in calls if ok(c)), None)
-            for suffix, call in (("", verified), ("_nofilter", calls[0])):
-                if call is None or (suffix and not unfiltered):
-                    continue
-                v_ok = ok(call)
-                for name, prompt, fmt in (
-                    ("persd", text2code, "text2code"),
-                    ("persd_refine", refine, "refine"),
-                ):
-                    add(
-                        name + suffix,
-                        _example(
-                            ctx,
-                            name + suffix,
-                            task,
-                            call.code,
-                            prompt=prompt,
-                            attempt=attempt,
-                            teacher=call,
-                            verified=v_ok,
-                            fmt=fmt,
-                        ),
-                    )
-            if verified is not None:
-                personal = True
-            else:
-                built.skipped["persd: no refinement passed every test"] += 1
-        if solution is not None:
-            ex = _example(
-                ctx,
-                "stand",
-                task,
-                solution.code,
-                prompt=text2code,
-                attempt=None,
-                teacher=solution,
-                verified=True,
-                fmt="text2code",
-            )
-            add("stand", ex)
-            if personal and ex is not None:
-                add("inpd", ex.model_copy(update={"id": f"inpd:{solution.id}", "variant": "inpd"}))
-        elif personal:
-            built.skipped["inpd: failed task without a verified teacher solution"] += 1
-
-    def relabel(rows_: list[Example], variant: str) -> list[Example]:
-        return [
-            r.model_copy(update={"id": f"{variant}:{r.variant}:{r.teacher_id}", "variant": variant})
-            for r in rows_
-        ]
-
-    rows["persd_combined"] = relabel(
-        rows.get("persd", []) + rows.get("persd_refine", []), "persd_combined"
-    )
-    rows["persd_combined_inpd"] = relabel(
-        rows.get("persd_refine", []) + rows.get("inpd", []), "persd_combined_inpd"
-    )
-    # The paper's key comparison is at equal size: StanD rows for a seeded random subset of
-    # tasks, as many as PERsD-combined has rows (all of StanD when it has fewer).
-    stand_rows = rows.get("stand", [])
-    size = min(len(rows["persd_combined"]), len(stand_rows))
-    picked = sorted(random.Random(seed).sample(range(len(stand_rows)), size))
-    rows["stand_matched"] = relabel([stand_rows[i] for i in picked], "stand_matched")
+            if execution is not None and not execution.feedback.passed and calls:
+                personal = b.personal(task, attempt, execution, calls) or personal
+        b.standard(task, first_solution.get(task.id), personal)
+    _combined(b.rows, seed)
     wanted = set(variants)
-    for name, items in rows.items():
-        base = name.removesuffix("_nofilter")
-        if base in wanted:
-            built.rows[name] = items
+    for name, items in b.rows.items():
+        if name.removesuffix("_nofilter") in wanted:
+            b.built.rows[name] = items
     for name in variants:
-        built.rows.setdefault(name, [])
-    return built
+        b.built.rows.setdefault(name, [])
+    return b.built
+
+
+# ---- the build stage of a run ----------------------------------------------------------------
+
+
+def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
+    """The build stage: every variant's rows for the round, written to ``data/``."""
+    from persd.llm.prompts import student_prompt
+    from persd.pipeline.attempt import round_tasks
+    from persd.pipeline.store import StageFile
+
+    variants = ctx.config.data.variants if round_ == 0 else (ctx.config.round_variant,)
+    with ctx.timer.stage("build"):
+        built = build_datasets(
+            round_tasks(ctx, round_),
+            [a for a in ctx.attempts.read() if a.round == round_],
+            {e.id: e for e in ctx.executions.read()},
+            ctx.solutions.read(),
+            ctx.refinements.read(),
+            {v.id: v for v in ctx.verifications.read()},
+            variants=variants,
+            chat=ctx.chat,
+            student_prompt=lambda t: student_prompt(t, chat=ctx.chat),
+            prompt_config=ctx.config.prompt,
+            unfiltered=ctx.config.data.unfiltered and round_ == 0,
+            seed=ctx.config.data.seed,
+        )
+        for name, rows in built.rows.items():
+            StageFile(ctx.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)
+        for reason, count in sorted(built.skipped.items()):
+            ctx.progress.note(f"build: {count} × {reason}")
+    return built.rows

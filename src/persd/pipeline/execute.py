@@ -1,13 +1,17 @@
-"""Run programs in the sandbox and record what happened: attempts on SEEN tests, teacher code
-on ALL of a training task's tests."""
+"""The execute and verify stages: run programs in the sandbox and record what happened,
+attempts on SEEN tests, teacher code on ALL of a training task's tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from persd.pipeline.store import StageFile
-from persd.records import Execution, Task, TestSet
+from persd.records import Attempt, Execution, Task, TestSet
 from persd.sandbox import Job, Sandbox
+
+if TYPE_CHECKING:
+    from persd.pipeline.context import RunContext
 
 
 def execute(
@@ -39,3 +43,63 @@ def execute(
             on_done(1)
     out.append(batch)
     return len(todo)
+
+
+# ---- the stages of a run -------------------------------------------------------------------
+
+
+def run_programs(
+    ctx: RunContext,
+    stage: str,
+    programs: Sequence[tuple[str, str, str]],
+    out: StageFile,
+    *,
+    test_set: TestSet,
+) -> None:
+    """Run the programs ``out`` lacks in a sandbox opened for them (none when nothing is
+    missing), timed and shown as ``stage``."""
+    todo = [p for p in programs if p[0] not in out.ids()]
+    if not todo:
+        return
+    with ctx.timer.stage(stage), Sandbox(ctx.config.sandbox) as sandbox:
+        advance = ctx.progress.start(stage, len(todo))
+        execute(todo, ctx.tasks, out, sandbox, test_set=test_set, on_done=advance)
+
+
+def execute_attempts(ctx: RunContext) -> None:
+    """The execute stage: every attempt on its task's SEEN tests."""
+    programs = [(a.id, a.task_id, a.code) for a in ctx.attempts.read() if a.task_id in ctx.tasks]
+    run_programs(ctx, "execute", programs, ctx.executions, test_set="seen")
+
+
+def failed_attempts(ctx: RunContext) -> list[tuple[Attempt, Execution]]:
+    """Attempts whose execution failed, with it: what the teacher is asked to refine."""
+    runs = {e.id: e for e in ctx.executions.read()}
+    return [
+        (a, runs[a.id])
+        for a in ctx.attempts.read()
+        if a.id in runs and not runs[a.id].feedback.passed and a.task_id in ctx.tasks
+    ]
+
+
+def verify_solutions(ctx: RunContext) -> None:
+    """The teacher's direct solutions on ALL of their task's tests."""
+    programs = [(s.id, s.task_id, s.code) for s in ctx.solutions.read() if s.task_id in ctx.tasks]
+    run_programs(ctx, "verify", programs, ctx.verifications, test_set="all")
+
+
+def verified_solutions(ctx: RunContext) -> dict[str, str]:
+    """task id -> the first teacher solution that passed all of the task's tests."""
+    ok = {v.id for v in ctx.verifications.read() if v.feedback.passed}
+    out: dict[str, str] = {}
+    for s in ctx.solutions.read():
+        if s.id in ok:
+            out.setdefault(s.task_id, s.code)
+    return out
+
+
+def verify(ctx: RunContext) -> None:
+    """The verify stage: solutions, then refinements, on ALL of their task's tests."""
+    programs = [(r.id, r.task_id, r.code) for r in ctx.refinements.read() if r.task_id in ctx.tasks]
+    verify_solutions(ctx)
+    run_programs(ctx, "verify", programs, ctx.verifications, test_set="all")

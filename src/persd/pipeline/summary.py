@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from persd.evaluate.paired import Paired
 from persd.pipeline.gate import GateResult
 from persd.records import Attempt, Example, Execution, Task, TeacherCall
+
+if TYPE_CHECKING:
+    from persd.pipeline.context import RunContext
 
 
 class RoundSummary(BaseModel):
@@ -182,3 +186,53 @@ def round_rows(
             )
         )
     return rows
+
+
+# ---- the summary of a run --------------------------------------------------------------------
+
+
+def run_summary(ctx: RunContext, datasets: dict[str, list[Example]] | None = None) -> RunSummary:
+    """The run's numbers from its stage files (and ``data/`` when ``datasets`` is None)."""
+    if datasets is None:
+        datasets = {
+            p.stem: ctx.store.dataset(p.stem, Example).read()
+            for p in sorted((ctx.store.root / "data").glob("*.jsonl"))
+        }
+    tasks = ctx.tasks
+    return summarise(
+        tasks=len(tasks),
+        tasks_removed=len(ctx.pool.removed),
+        attempts=[a for a in ctx.attempts.read() if a.task_id in tasks],
+        executions={e.id: e for e in ctx.executions.read()},
+        solutions=[s for s in ctx.solutions.read() if s.task_id in tasks],
+        refinements=[r for r in ctx.refinements.read() if r.task_id in tasks],
+        verifications={v.id: v for v in ctx.verifications.read()},
+        datasets=datasets,
+        teacher_calls_new=ctx.teacher_calls_new,
+        stage_seconds=ctx.timer.seconds,
+        tasks_by_id=tasks,
+    ).model_copy(update={"rounds": round_summaries(ctx)})
+
+
+def round_summaries(ctx: RunContext) -> list[RoundSummary]:
+    """One row per round that has attempts (none when the run has a single round)."""
+    from persd.pipeline.store import StageFile
+    from persd.pipeline.training import finished
+
+    rounds = ctx.config.rounds
+    if rounds.count == 1:
+        return []
+    variant = ctx.config.round_variant
+    return round_rows(
+        attempts=[a for a in ctx.attempts.read() if a.task_id in ctx.tasks],
+        executions={e.id: e for e in ctx.executions.read()},
+        refinements=ctx.refinements.read(),
+        verifications={v.id: v for v in ctx.verifications.read()},
+        examples={
+            r: len(StageFile(ctx.data_dir(r) / f"{variant}.jsonl", Example).read())
+            for r in range(rounds.count)
+        },
+        trained={r: finished(ctx.model_dir(variant, r)) for r in range(rounds.count)},
+        training=rounds.training,
+        tasks_mode=rounds.tasks,
+    )

@@ -9,18 +9,23 @@ correctness: the worst it can do is propose inputs the reference rejects, which 
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from persd.llm.chat_templates import render_chat
 from persd.pipeline.config import SynthConfig
 from persd.pipeline.store import StageFile
-from persd.pipeline.teach import TeacherRequest
+from persd.pipeline.teach import LazyTeacher, TeacherRequest, ask, with_teacher
 from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
 from persd.sandbox import Job, Sandbox
 from persd.sandbox.runner import MAX_REPR
 from persd.tasks.asserts import call_test
+
+if TYPE_CHECKING:
+    from persd.pipeline.context import RunContext
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.S)
 # The placeholder a probe compares against; the verdict is ignored, only ``actual`` is read.
@@ -200,3 +205,53 @@ def with_tests(task: Task, record: SynthesizedTests, cfg: SynthConfig) -> Task |
     return task.model_copy(
         update={"tests_seen": record.tests[: cfg.seen], "tests_hidden": record.tests}
     )
+
+
+# ---- the synthesize stage of a run -----------------------------------------------------------
+
+
+def synthesize(ctx: RunContext) -> None:
+    """Tests for reference-only pool tasks: teacher inputs, reference outputs."""
+    cfg = ctx.config.synth
+    pending = [t for t in ctx.raw_pool.tasks if needs_tests(t)]
+    todo = [t for t in pending if t.id not in ctx.synth_tests.ids()]
+    if not cfg.enabled or not todo:
+        return  # nothing to ask or probe: every later call of a run lands here
+    requests = [r for r in synth_requests(todo, cfg) if r.id not in ctx.synth_calls.ids()]
+    if requests:
+        asyncio.run(with_teacher(ctx, lambda lazy: _ask_inputs(ctx, lazy, requests)))
+    with ctx.timer.stage("synthesize"), Sandbox(ctx.config.sandbox) as sandbox:
+        advance = ctx.progress.start("synthesize: probe", len(todo))
+        probe_all(todo, ctx.synth_calls.read(), ctx.synth_tests, sandbox, cfg, on_done=advance)
+    ctx.forget_pool()  # the tasks now carry their tests
+    made = [r for r in ctx.synth_tests.read() if r.task_id in {t.id for t in pending}]
+    kept = sum(len(r.tests) for r in made)
+    short = sum(len(r.tests) < cfg.min_tests for r in made)
+    ctx.progress.note(
+        f"synthesize: {kept} test(s) for {len(made) - short} task(s) from "
+        f"{sum(r.proposed for r in made)} proposed input(s); {short} task(s) dropped "
+        f"(fewer than {cfg.min_tests} tests survived)"
+    )
+
+
+async def _ask_inputs(ctx: RunContext, lazy: LazyTeacher, requests: list[TeacherRequest]) -> None:
+    cfg = ctx.config.synth
+    # The teacher's sampling for test inputs is the synth section's, not teach's.
+    params = ctx.config.teach.model_copy(
+        update={
+            "temperature": cfg.temperature,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+        }
+    )
+    async with lazy as get_teacher:
+        await ask(
+            ctx,
+            "synthesize",
+            get_teacher,
+            requests,
+            params,
+            ctx.synth_calls,
+            lambda text, task: "\n".join(parse_calls(text, task.entry_point, cfg.inputs)),
+            label="synthesize: ask",
+        )

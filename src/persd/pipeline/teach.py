@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persd.llm.base import Message, SamplingParams, Teacher
 from persd.llm.chat_templates import placeholders, render_chat
 from persd.pipeline.config import TeachConfig
+from persd.pipeline.execute import failed_attempts, verified_solutions, verify_solutions
 from persd.pipeline.store import StageFile
 from persd.records import Attempt, Execution, Task, TeacherCall
 from persd.sandbox import render_feedback
+
+if TYPE_CHECKING:
+    from persd.config import RunConfig
+    from persd.pipeline.context import RunContext
 
 log = logging.getLogger(__name__)
 Extract = Callable[[str, Task], str]
@@ -149,3 +156,109 @@ async def ask_teacher(
             results = await asyncio.gather(*pending, return_exceptions=True)
             out.append([r for r in results if isinstance(r, TeacherCall)])
     return len(todo)
+
+
+# ---- the teach stage of a run ----------------------------------------------------------------
+
+
+def extract_teacher(text: str, task: Task) -> str:
+    """The program of a teacher's chat reply (the answer format evaluation extracts)."""
+    from persd.llm.extract import extract_program
+
+    return extract_program(text, prompt=task.prompt, entry_point=task.entry_point, chat=True)
+
+
+def teach(ctx: RunContext) -> None:
+    """Solve every task, verify the solutions, then refine every failed attempt."""
+    cfg = ctx.config.teach
+    solve = solve_requests(ctx.pool.tasks, cfg) if cfg.solve else []
+    need_solve = [r for r in solve if r.id not in ctx.solutions.ids()]
+    failed = failed_attempts(ctx)
+    if not need_solve and not failed:
+        verify_solutions(ctx)
+        return
+    asyncio.run(with_teacher(ctx, lambda lazy: _solve_and_refine(ctx, lazy, solve, failed)))
+
+
+async def with_teacher(ctx: RunContext, work: Callable[[LazyTeacher], Awaitable[None]]) -> None:
+    """Run ``work`` with a teacher opened on first use; count the HTTP calls it made."""
+    from persd.llm.teacher import open_teacher
+
+    lazy = LazyTeacher(open_teacher, ctx.config, ctx.store.root)
+    try:
+        await work(lazy)
+    finally:
+        ctx.teacher_calls_new += lazy.http_requests
+
+
+async def ask(
+    ctx: RunContext,
+    stage: str,
+    get_teacher: Callable[[], Awaitable[Teacher]],
+    requests: Sequence[TeacherRequest],
+    params: TeachConfig,
+    store: StageFile,
+    extract: Extract,
+    *,
+    label: str | None = None,
+) -> None:
+    """One timed, progress-reporting round of teacher calls, stored as they arrive."""
+    with ctx.timer.stage(stage):
+        advance = ctx.progress.start(label or stage, len(requests))
+        await ask_teacher(
+            requests, await get_teacher(), params, store, extract=extract, on_done=advance
+        )
+
+
+async def _solve_and_refine(
+    ctx: RunContext, lazy: LazyTeacher, solve: list[TeacherRequest], failed: list
+) -> None:
+    cfg = ctx.config.teach
+    # Refinement requests depend on verified solutions (the paper template's reference),
+    # so solutions are checked first; if nothing is left to ask, no server is started.
+    async with lazy as get_teacher:
+        if any(r.id not in ctx.solutions.ids() for r in solve):
+            await ask(ctx, "solve", get_teacher, solve, cfg, ctx.solutions, extract_teacher)
+        await asyncio.to_thread(verify_solutions, ctx)
+        requests, fallbacks = refine_requests(
+            ctx.tasks,
+            failed,
+            verified_solutions(ctx),
+            cfg,
+            feedback_max_chars=ctx.config.prompt.feedback_max_chars,
+        )
+        if fallbacks:
+            ctx.progress.note(
+                f"refine: {fallbacks} task(s) had no verified reference; used the one-turn "
+                "template for them"
+            )
+        todo = [r for r in requests if r.id not in ctx.refinements.ids()]
+        if todo:
+            await ask(ctx, "refine", get_teacher, todo, cfg, ctx.refinements, extract_teacher)
+
+
+class LazyTeacher:
+    """Open the teacher (and start its server) only when a request actually needs it."""
+
+    def __init__(self, opener: Callable, config: RunConfig, run_dir: Path) -> None:
+        self._opener, self._config, self._run_dir = opener, config, run_dir
+        self._cm = None
+        self._teacher: Teacher | None = None
+
+    async def __aenter__(self) -> Callable[[], Awaitable[Teacher]]:
+        async def get() -> Teacher:
+            if self._teacher is None:
+                self._cm = self._opener(self._config.teacher, run_dir=self._run_dir)
+                self._teacher = await self._cm.__aenter__()
+            return self._teacher
+
+        return get
+
+    @property
+    def http_requests(self) -> int:
+        """HTTP calls the teacher made (retries included); cache hits are not calls."""
+        return int(getattr(self._teacher, "http_requests", 0))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            await self._cm.__aexit__(*exc)

@@ -1,10 +1,23 @@
-"""Train one variant, as a plain function of serialisable arguments, so
-``isolate.run_isolated`` can run it in its own process (its memory is returned after)."""
+"""The train stage: which variants a round trains, on which data, from which starting point,
+and where each model lands. ``train_variant`` trains one, as a plain function of serialisable
+arguments, so ``isolate.run_isolated`` can run it in its own process (its memory is returned
+after)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from persd.pipeline.isolate import run_isolated
+from persd.pipeline.store import RunDirError
+from persd.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from persd.llm.student import StudentConfig
+    from persd.pipeline.context import RunContext
 
 
 def train_variant(
@@ -19,9 +32,6 @@ def train_variant(
     """Fine-tune ``base_model`` on training sets (a JSON list of JSONL paths); returns the
     adapter/model directory. Steps and losses go back to the parent as notes, so a long
     training run in ``persd run`` shows where it is."""
-    import json
-
-    from persd.train.config import TrainConfig
     from persd.train.sft import train
 
     data = [Path(p) for p in json.loads(data_json)]
@@ -51,3 +61,124 @@ class _StepNotes:
 
     def note(self, message: str) -> None:
         self._note(f"{message} (of {self._total} steps)" if self._total else message)
+
+
+# ---- the train stage of a run ----------------------------------------------------------------
+
+
+def model_name(variant: str, round_: int) -> str:
+    """How a trained model is named in eval/ and in summaries: ``persd_combined@r1``."""
+    return variant if round_ == 0 else f"{variant}@r{round_}"
+
+
+def finished(out: Path) -> bool:
+    """A training run that completed AND whose model is here: a run directory copied from
+    another machine keeps ``train_summary.json`` but never the weights, so it trains again."""
+    return (out / "train_summary.json").exists() and (out / "final").is_dir()
+
+
+def has_rows(path: Path) -> bool:
+    return path.exists() and bool(path.read_text().strip())
+
+
+def trained_student(base: StudentConfig, model: Path) -> StudentConfig:
+    """The student config that samples a trained model: the base weights plus the adapter
+    (LoRA; llama.cpp applies it to the same GGUF) or the trained weights themselves (full
+    fine-tuning, an HF directory llama.cpp cannot read, so transformers samples it)."""
+    if (model / "adapter_config.json").is_file():
+        return base.model_copy(update={"adapter": model})
+    backend = "transformers" if base.backend == "llama_cpp" else base.backend
+    return base.model_copy(update={"model": str(model), "adapter": None, "backend": backend})
+
+
+def trained_model(ctx: RunContext, variant: str, round_: int) -> Path | None:
+    """The newest model of ``variant`` trained in a round <= ``round_`` (a round with no
+    examples trains nothing and leaves the previous round's model in place)."""
+    for r in range(round_, -1, -1):
+        out = ctx.model_dir(variant, r)
+        if finished(out):
+            return out / "final"
+    return None
+
+
+def trained_models(ctx: RunContext) -> dict[str, Path]:
+    """Every model a previous invocation finished training, by evaluation name."""
+    found: dict[str, Path] = {}
+    for variant in ctx.config.train.variants:
+        if finished(ctx.model_dir(variant)):
+            found[variant] = ctx.model_dir(variant) / "final"
+    variant = ctx.config.round_variant if ctx.config.train.variants else None
+    for r in range(1, ctx.config.rounds.count):
+        if variant and finished(ctx.model_dir(variant, r)):
+            found[model_name(variant, r)] = ctx.model_dir(variant, r) / "final"
+    return found
+
+
+def train_round(ctx: RunContext, round_: int = 0) -> dict[str, Path]:
+    """The train stage: fine-tune the student on each ``train.variants`` set (round 0) or on
+    the round variant (later rounds), each in its own process; a finished model is kept, an
+    interrupted one resumes from its newest checkpoint."""
+    variants = ctx.config.train.variants if round_ == 0 else (ctx.config.round_variant,)
+    trained: dict[str, Path] = {}
+    for variant in variants:
+        out = ctx.model_dir(variant, round_)
+        name = model_name(variant, round_)
+        if finished(out):
+            trained[name] = out / "final"
+            continue
+        if not has_rows(ctx.data_dir(round_) / f"{variant}.jsonl"):
+            # Nothing new this round: the previous round's model stays the student.
+            ctx.progress.note(f"train: {name} has no examples; not trained")
+            continue
+        trained[name] = _train_one(ctx, variant, round_, out)
+    return trained
+
+
+def _train_one(ctx: RunContext, variant: str, round_: int, out: Path) -> Path:
+    """One variant of one round, in its own process (``train_variant``)."""
+    name = model_name(variant, round_)
+    continuing = round_ > 0 and ctx.config.rounds.training == "continue"
+    rounds = [round_] if round_ == 0 or continuing else list(range(round_ + 1))
+    data = [ctx.data_dir(r) / f"{variant}.jsonl" for r in rounds]
+    data = [d for d in data if has_rows(d)]
+    base, init_adapter = _starting_point(ctx, variant, round_) if continuing else (None, None)
+    resume = out.exists() and any(out.glob("checkpoint-*"))
+    if out.exists() and not resume:
+        shutil.rmtree(out)  # a start that wrote no checkpoint: nothing to keep
+    extra = {
+        "format": "chat" if ctx.chat else "base",
+        "resume": resume,
+        "init_adapter": init_adapter,
+    }
+    if ctx.gated and ctx.config.gate.epochs:
+        # Every epoch's checkpoint stays, for the gate to score.
+        extra |= {"save_strategy": "epoch", "save_total_limit": None}
+    cfg = ctx.config.train
+    settings = TrainConfig.model_validate(cfg.model_dump(exclude={"variants"}) | extra)
+    with ctx.timer.stage(f"train {name}"):
+        ctx.progress.note(f"train: {name} ({', '.join(map(str, data))}) -> {out}")
+        model_dir = run_isolated(
+            f"train {name}",
+            train_variant,
+            settings.model_dump_json(),
+            json.dumps([str(d) for d in data]),
+            base or ctx.config.student.model,
+            str(out),
+            on_note=lambda m: ctx.progress.note(f"train {name}: {m}"),
+            log_path=ctx.stage_log(f"train-{name}"),
+        )
+    return Path(model_dir)
+
+
+def _starting_point(ctx: RunContext, variant: str, round_: int) -> tuple[str | None, str | None]:
+    """(base model, adapter to start from) when round ``round_`` continues the previous
+    round's model: a LoRA continues its adapter, a full fine-tune its weights."""
+    previous = trained_model(ctx, variant, round_ - 1)
+    if previous is None:
+        raise RunDirError(
+            f"{ctx.store.root}: round {round_} continues round {round_ - 1}'s "
+            f"{variant} model, and none was trained"
+        )
+    if ctx.config.train.method == "lora":
+        return None, str(previous)
+    return str(previous), None

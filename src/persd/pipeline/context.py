@@ -1,0 +1,170 @@
+"""What every stage of a run shares: its config, its run store and stage files, the task pool,
+where models and data go, the progress display and the stage clock.
+
+Stages are functions of a ``RunContext`` (``attempt.attempt(ctx, round_)``,
+``teach.teach(ctx)``, ...), so each stage's logic lives in its own module and ``run.Loop``
+is only their order. Everything here is read from the run directory on demand: a resumed
+run rebuilds the same context from the same files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from persd.pipeline.pool_stage import Pool, load_pool
+from persd.pipeline.progress import LogProgress, Progress
+from persd.pipeline.store import RunStore
+from persd.pipeline.synth import needs_tests, with_tests
+from persd.records import Attempt, Execution, SynthesizedTests, Task, TeacherCall
+
+if TYPE_CHECKING:
+    from persd.config import RunConfig
+    from persd.llm.base import Student
+
+# Settings that change how a run executes, not what it computes: free to differ on resume.
+OPERATIONAL = (
+    "sandbox.workers",
+    # which modules workers load ahead and whether calls are sent ahead: speed, same verdicts
+    "sandbox.preimport",
+    "sandbox.import_on_demand",
+    "sandbox.send_calls_ahead",
+    "teacher.concurrency",
+    "teacher.timeout_s",
+    "teacher.max_attempts",
+    "teacher.backoff_s",
+    "teacher.backoff_max_s",
+    "teacher.budget_usd",
+    "teacher.max_calls",
+    "teacher.server.slots",
+    "teacher.server.threads_per_slot",
+    "teacher.server.startup_timeout_s",
+)
+
+
+class StageTimer:
+    """Wall seconds per stage name, summed over every time the stage ran (summary.json)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _default_student(config: RunConfig) -> Student:
+    from persd.llm.student import load_student
+
+    return load_student(config.student)
+
+
+class RunContext:
+    """One run directory, bound to its config (``RunStore.bind`` refuses a config that would
+    change what the stored records mean), with its stage files opened."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        progress: Progress | None = None,
+        make_student: Callable[[RunConfig], Student] = _default_student,
+        force: bool = False,
+        dry_run: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        self.config, self.progress = config, progress or LogProgress()
+        self.verbose = verbose  # third-party output of stage processes on the terminal
+        self.store = RunStore(run_dir)
+        self.store.bind(config, force=force, operational=OPERATIONAL, check_only=dry_run)
+        self.make_student = make_student
+        self.timer = StageTimer()
+        self.teacher_calls_new = 0
+        self.attempts = self.store.stage("attempts", Attempt)
+        self.executions = self.store.stage("executions", Execution)
+        self.solutions = self.store.stage("solutions", TeacherCall)
+        self.refinements = self.store.stage("refinements", TeacherCall)
+        self.verifications = self.store.stage("verifications", Execution)
+        self.synth_calls = self.store.stage("synth_calls", TeacherCall)
+        self.synth_tests = self.store.stage("synth_tests", SynthesizedTests)
+        self._raw_pool: Pool | None = None
+        self._pool: Pool | None = None
+        self._tasks: dict[str, Task] | None = None
+
+    # ---- the tasks -----------------------------------------------------------------------
+
+    @property
+    def raw_pool(self) -> Pool:
+        """The pool as loaded: reference-only tasks still without tests."""
+        if self._raw_pool is None:
+            self._raw_pool = load_pool(self.config.pool, synthesize=self.config.synth.enabled)
+            for note in self._raw_pool.notes:
+                self.progress.note(note)
+        return self._raw_pool
+
+    @property
+    def pool(self) -> Pool:
+        """The tasks every stage uses: reference-only tasks carry their synthesised tests;
+        those not synthesised yet, or with too few surviving tests, are left out."""
+        if self._pool is None:
+            raw = self.raw_pool
+            made = {r.task_id: r for r in self.synth_tests.read()}
+            tasks, removed = [], dict(raw.removed)
+            for task in raw.tasks:
+                if not needs_tests(task):
+                    tasks.append(task)
+                elif task.id not in made:
+                    removed[task.id] = "tests not synthesised yet"
+                elif (ready := with_tests(task, made[task.id], self.config.synth)) is None:
+                    removed[task.id] = "too few synthesised tests survived"
+                else:
+                    tasks.append(ready)
+            self._pool = Pool(
+                tasks=tuple(tasks), notes=raw.notes, removed=removed, validation=raw.validation
+            )
+        return self._pool
+
+    def forget_pool(self) -> None:
+        """Read the pool again at next use (after tests were synthesised for it)."""
+        self._pool = self._tasks = None
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        if self._tasks is None:
+            self._tasks = {t.id: t for t in self.pool.tasks}
+        return self._tasks
+
+    @property
+    def chat(self) -> bool:
+        # chat: the completion is the assistant turn (a fenced program); base: raw text.
+        return self.config.student.chat
+
+    @property
+    def gated(self) -> bool:
+        """Whether trained models are judged on held-out validation tasks."""
+        return bool(self.config.pool.validation)
+
+    # ---- where things go -----------------------------------------------------------------
+
+    def data_dir(self, round_: int = 0) -> Path:
+        root = self.store.root / "data"
+        return root if round_ == 0 else root / f"r{round_}"
+
+    def model_dir(self, variant: str, round_: int = 0) -> Path:
+        root = self.store.root / "models"
+        return root / variant if round_ == 0 else root / f"r{round_}" / variant
+
+    def stage_log(self, stage: str) -> str | None:
+        """Where a stage process's own output goes (None with ``verbose``: the terminal)."""
+        if self.verbose:
+            return None
+        self.store.logs.mkdir(parents=True, exist_ok=True)
+        return str(self.store.logs / f"{stage.replace('/', '_').replace('@', '_')}.log")
