@@ -126,12 +126,7 @@ def round_tasks(ctx: RunContext, round_: int) -> list[Task]:
         return tasks[round_ * n // rounds.count : (round_ + 1) * n // rounds.count]
     if round_ == 0:
         return tasks
-    runs = {e.id: e for e in ctx.executions.read()}
-    failed = {
-        a.task_id
-        for a in ctx.attempts.read()
-        if a.round == round_ - 1 and a.id in runs and not runs[a.id].feedback.passed
-    }
+    failed = {a.task_id for a, _ in ctx.store.records().failed_attempts() if a.round == round_ - 1}
     return [t for t in tasks if t.id in failed]
 
 

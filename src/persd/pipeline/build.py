@@ -240,13 +240,14 @@ def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
 
     variants = ctx.config.data.variants if round_ == 0 else (ctx.config.round_variant,)
     with ctx.timer.stage("build"):
+        rec = ctx.store.records()
         built = build_datasets(
             round_tasks(ctx, round_),
-            [a for a in ctx.attempts.read() if a.round == round_],
-            {e.id: e for e in ctx.executions.read()},
-            ctx.solutions.read(),
-            ctx.refinements.read(),
-            {v.id: v for v in ctx.verifications.read()},
+            [a for a in rec.attempts if a.round == round_],
+            rec.executions,
+            rec.solutions,
+            rec.refinements,
+            rec.verifications,
             variants=variants,
             chat=ctx.chat,
             student_prompt=lambda t: student_prompt(t, chat=ctx.chat),

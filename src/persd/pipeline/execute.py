@@ -74,12 +74,7 @@ def execute_attempts(ctx: RunContext) -> None:
 
 def failed_attempts(ctx: RunContext) -> list[tuple[Attempt, Execution]]:
     """Attempts whose execution failed, with it: what the teacher is asked to refine."""
-    runs = {e.id: e for e in ctx.executions.read()}
-    return [
-        (a, runs[a.id])
-        for a in ctx.attempts.read()
-        if a.id in runs and not runs[a.id].feedback.passed and a.task_id in ctx.tasks
-    ]
+    return [(a, e) for a, e in ctx.store.records().failed_attempts() if a.task_id in ctx.tasks]
 
 
 def verify_solutions(ctx: RunContext) -> None:
@@ -90,10 +85,10 @@ def verify_solutions(ctx: RunContext) -> None:
 
 def verified_solutions(ctx: RunContext) -> dict[str, str]:
     """task id -> the first teacher solution that passed all of the task's tests."""
-    ok = {v.id for v in ctx.verifications.read() if v.feedback.passed}
+    rec = ctx.store.records()
     out: dict[str, str] = {}
-    for s in ctx.solutions.read():
-        if s.id in ok:
+    for s in rec.solutions:
+        if rec.passed(s.id):
             out.setdefault(s.task_id, s.code)
     return out
 

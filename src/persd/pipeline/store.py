@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 
 from persd.errors import PersdError
 from persd.jsonl import parse_record
+from persd.records import Attempt, Execution, TeacherCall
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
@@ -38,6 +40,41 @@ R = TypeVar("R", bound=BaseModel)
 
 class RunDirError(PersdError):
     pass
+
+
+# The loop's stage files in order: (file stem, record type, stage that writes it).
+STAGE_FILES: tuple[tuple[str, type[BaseModel], str], ...] = (
+    ("attempts", Attempt, "attempt"),
+    ("executions", Execution, "execute"),
+    ("solutions", TeacherCall, "solve"),
+    ("refinements", TeacherCall, "refine"),
+    ("verifications", Execution, "verify"),
+)
+
+
+@dataclass(frozen=True)
+class StageRecords:
+    """Every stage file of a run, read once, joined the way every reader needs them: an
+    execution or a verification by the id of the program it ran."""
+
+    attempts: list[Attempt]
+    executions: dict[str, Execution]
+    solutions: list[TeacherCall]
+    refinements: list[TeacherCall]
+    verifications: dict[str, Execution]
+
+    def passed(self, program_id: str) -> bool:
+        """Whether the verification of a teacher program (by its id) passed every test."""
+        v = self.verifications.get(program_id)
+        return v is not None and v.feedback.passed
+
+    def failed_attempts(self) -> list[tuple[Attempt, Execution]]:
+        """Attempts whose execution failed, with it, in attempt order."""
+        return [
+            (a, self.executions[a.id])
+            for a in self.attempts
+            if a.id in self.executions and not self.executions[a.id].feedback.passed
+        ]
 
 
 class StageFile:
@@ -153,6 +190,17 @@ class RunStore:
 
     def stage(self, name: str, record: type[R]) -> StageFile:
         return StageFile(self.root / f"{name}.jsonl", record)
+
+    def records(self, *, repair: bool = True) -> StageRecords:
+        """All stage files, read once (``repair=False``: for readers of a run in progress)."""
+        rows = {name: self.stage(name, rec).read(repair=repair) for name, rec, _ in STAGE_FILES}
+        return StageRecords(
+            attempts=rows["attempts"],
+            executions={e.id: e for e in rows["executions"]},
+            solutions=rows["solutions"],
+            refinements=rows["refinements"],
+            verifications={v.id: v for v in rows["verifications"]},
+        )
 
     def dataset(self, variant: str, record: type[R]) -> StageFile:
         return StageFile(self.root / "data" / f"{variant}.jsonl", record)

@@ -199,14 +199,15 @@ def run_summary(ctx: RunContext, datasets: dict[str, list[Example]] | None = Non
             for p in sorted((ctx.store.root / "data").glob("*.jsonl"))
         }
     tasks = ctx.tasks
+    rec = ctx.store.records()
     return summarise(
         tasks=len(tasks),
         tasks_removed=len(ctx.pool.removed),
-        attempts=[a for a in ctx.attempts.read() if a.task_id in tasks],
-        executions={e.id: e for e in ctx.executions.read()},
-        solutions=[s for s in ctx.solutions.read() if s.task_id in tasks],
-        refinements=[r for r in ctx.refinements.read() if r.task_id in tasks],
-        verifications={v.id: v for v in ctx.verifications.read()},
+        attempts=[a for a in rec.attempts if a.task_id in tasks],
+        executions=rec.executions,
+        solutions=[s for s in rec.solutions if s.task_id in tasks],
+        refinements=[r for r in rec.refinements if r.task_id in tasks],
+        verifications=rec.verifications,
         datasets=datasets,
         teacher_calls_new=ctx.teacher_calls_new,
         stage_seconds=ctx.timer.seconds,
@@ -223,11 +224,12 @@ def round_summaries(ctx: RunContext) -> list[RoundSummary]:
     if rounds.count == 1:
         return []
     variant = ctx.config.round_variant
+    rec = ctx.store.records()
     return round_rows(
-        attempts=[a for a in ctx.attempts.read() if a.task_id in ctx.tasks],
-        executions={e.id: e for e in ctx.executions.read()},
-        refinements=ctx.refinements.read(),
-        verifications={v.id: v for v in ctx.verifications.read()},
+        attempts=[a for a in rec.attempts if a.task_id in ctx.tasks],
+        executions=rec.executions,
+        refinements=rec.refinements,
+        verifications=rec.verifications,
         examples={
             r: len(StageFile(ctx.data_dir(r) / f"{variant}.jsonl", Example).read())
             for r in range(rounds.count)

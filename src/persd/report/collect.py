@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from persd.evaluate.multistep import EvalReport
 from persd.evaluate.paired import Paired
 from persd.pipeline.gate import GateResult
-from persd.pipeline.store import RunStore, StageFile
+from persd.pipeline.store import STAGE_FILES, RunStore, StageFile
 from persd.pipeline.summary import RoundSummary, failure_kind, summarise
-from persd.records import Attempt, Example, Execution, TeacherCall
+from persd.records import Example, Execution, TeacherCall
 from persd.report.cases import pick_cases
 from persd.report.data import (
     EvalRun,
@@ -30,14 +30,6 @@ from persd.report.data import (
 )
 from persd.report.training import training_runs
 
-# (stage file, record, the stage's name in summary.json's stage_seconds)
-STAGE_FILES = (
-    ("attempts", Attempt, "attempt"),
-    ("executions", Execution, "execute"),
-    ("solutions", TeacherCall, "solve"),
-    ("refinements", TeacherCall, "refine"),
-    ("verifications", Execution, "verify"),
-)
 FEEDBACK_CHARS = 1200  # prompt.feedback_max_chars's default, for configs that predate it
 
 
@@ -57,12 +49,11 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
     seconds: dict[str, float] = saved.get("stage_seconds") or {}
 
     store = RunStore(run_dir)
-    rows = {name: _snapshot(store.stage(name, record)) for name, record, _ in STAGE_FILES}
-    attempts: list[Attempt] = rows["attempts"]
-    executions = {e.id: e for e in rows["executions"]}
-    verifications = {v.id: v for v in rows["verifications"]}
-    solutions: list[TeacherCall] = rows["solutions"]
-    refinements: list[TeacherCall] = rows["refinements"]
+    # A report may read a run that is still going: never cut the line a stage is writing.
+    rec = store.records(repair=False)
+    attempts, executions, verifications = rec.attempts, rec.executions, rec.verifications
+    solutions, refinements = rec.solutions, rec.refinements
+    rows = {name: getattr(rec, name) for name, _, _ in STAGE_FILES}
     datasets = {
         p.stem: _snapshot(store.dataset(p.stem, Example))
         for p in sorted((run_dir / "data").glob("*.jsonl"))
