@@ -67,12 +67,3 @@ def parse_record(raw: str, model: type[M], path: Path | str, number: int) -> M:
         return model.model_validate_json(raw)
     except ValidationError as e:
         raise invalid(path, number, e) from None
-
-
-def read_records(path: Path, model: type[M], what: str) -> list[M]:
-    """Every non-blank line of ``path`` as a ``model`` record."""
-    return [
-        parse_record(raw, model, path, number)
-        for number, raw in enumerate(read_text(path, what).splitlines(), start=1)
-        if raw.strip()
-    ]
