@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal[
     "passed",  # every test ran and passed
@@ -142,6 +142,9 @@ Variant = Literal[
     "persd_refine",
     "persd_combined",
     "persd_combined_inpd",
+    # Beyond the paper: the student's own samples, scored token by token by a teacher that
+    # also sees the sample's execution feedback and a verified solution (persd.train.onpolicy).
+    "persd_onpolicy",
 ]
 ExampleFormat = Literal["text2code", "refine"]
 
@@ -200,6 +203,11 @@ class Example(Record):
     attempt_id: str | None = None  # lineage: which failed attempt ...
     teacher_id: str | None = None  # ... and which teacher answer this row came from
     verified: bool = True  # the exact training program passed all the task's tests
+    # persd_onpolicy only: the teacher's user turn (the prompt plus privileged context: the
+    # sample's execution feedback, a verified solution). The completion is then the student's
+    # own sample, learnt from the teacher's per-token distribution rather than imitated.
+    # Left out of the JSON when unset: the paper's rows serialise as they always did.
+    teacher_prompt: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class SynthesizedTests(Record):

@@ -29,6 +29,7 @@ SHIPPED = (
     "teacher_refine_chat",
     "teacher_tests",
     "student_refine",
+    "teacher_onpolicy",
 )
 
 
@@ -100,6 +101,11 @@ class PromptConfig(BaseModel):
     refine_template: str = Field(
         "student_refine", description="the student's refinement template: a shipped name or a file"
     )
+    onpolicy_template: str = Field(
+        "teacher_onpolicy",
+        description="persd_onpolicy: the teacher's privileged user turn (prompt, feedback, "
+        "solution)",
+    )
     feedback_max_chars: int = Field(
         1200, ge=100, description="rendered execution feedback is cut to this many characters"
     )
@@ -141,6 +147,22 @@ def student_refine_prompt(
         chat=chat,
         template=settings.refine_template,
     )
+
+
+def onpolicy_teacher_prompt(
+    settings: PromptConfig, *, prompt: str, feedback: Feedback, solution: str
+) -> str:
+    """The teacher's user turn for a ``persd_onpolicy`` row: the student's own prompt, then
+    what only the teacher sees (the sample's execution feedback, a verified solution), so the
+    teacher's next-token distribution over the student's sample is an informed one."""
+    from persd.sandbox import render_feedback
+
+    values = {
+        "prompt": prompt,
+        "feedback": render_feedback(feedback, max_chars=settings.feedback_max_chars),
+        "solution": solution.strip(),
+    }
+    return prompt_text(render_chat(settings.onpolicy_template, values))
 
 
 def prompt_text(prompt: Prompt) -> str:

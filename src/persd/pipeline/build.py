@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persd.llm.base import Prompt
-from persd.llm.chat_templates import PromptConfig, prompt_text, student_refine_prompt
+from persd.llm.chat_templates import (
+    PromptConfig,
+    onpolicy_teacher_prompt,
+    prompt_text,
+    student_refine_prompt,
+)
 from persd.records import Attempt, Example, Execution, Task, TeacherCall, Variant
 
 if TYPE_CHECKING:
@@ -159,6 +164,43 @@ class _Builder:
         if personal and ex is not None:
             self.add("inpd", ex.model_copy(update={"id": f"inpd:{solution.id}", "variant": "inpd"}))
 
+    def onpolicy(
+        self, task: Task, attempt: Attempt, execution: Execution, solution: TeacherCall | None
+    ) -> None:
+        """The ``persd_onpolicy`` row of one student sample, passed or failed: its prompt, the
+        sample itself as the completion, and the teacher's privileged turn. Only where a
+        verified program anchors the teacher (without one its scores are a guess)."""
+        if not self.chat:
+            self.built.skipped["persd_onpolicy: needs chat rows (the teacher's turn)"] += 1
+            return
+        if solution is None:
+            self.built.skipped["persd_onpolicy: no verified program for the task"] += 1
+            return
+        if not attempt.raw.strip():
+            self.built.skipped["persd_onpolicy: empty sample"] += 1
+            return
+        prompt = prompt_text(self.student_prompt(task))
+        self.add(
+            "persd_onpolicy",
+            Example(
+                id=f"persd_onpolicy:{attempt.id}",
+                variant="persd_onpolicy",
+                format="text2code",
+                prompt=prompt,
+                completion=attempt.raw,
+                task_id=task.id,
+                attempt_id=attempt.id,
+                teacher_id=solution.id,
+                verified=execution.feedback.passed,
+                teacher_prompt=onpolicy_teacher_prompt(
+                    self.settings,
+                    prompt=prompt,
+                    feedback=execution.feedback,
+                    solution=solution.code,
+                ),
+            ),
+        )
+
 
 def _relabel(rows: list[Example], variant: str) -> list[Example]:
     return [
@@ -218,6 +260,10 @@ def build_datasets(
             calls = by_attempt.get(attempt.id, [])
             if execution is not None and not execution.feedback.passed and calls:
                 personal = b.personal(task, attempt, execution, calls) or personal
+            if execution is not None and "persd_onpolicy" in variants:
+                # The attempt's own verified fix first, else the task's verified solution.
+                fix = next((c for c in calls if b.ok(c)), None)
+                b.onpolicy(task, attempt, execution, fix or first_solution.get(task.id))
         b.standard(task, first_solution.get(task.id), personal)
     _combined(b.rows, seed)
     wanted = set(variants)
@@ -238,7 +284,10 @@ def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
     from persd.pipeline.attempt import round_tasks
     from persd.pipeline.store import StageFile
 
-    variants = ctx.config.data.variants if round_ == 0 else (ctx.config.round_variant,)
+    if round_ == 0:  # what is trained is built, listed in data.variants or not
+        variants = tuple(dict.fromkeys(ctx.config.data.variants + ctx.config.train.variants))
+    else:
+        variants = (ctx.config.round_variant,)
     with ctx.timer.stage("build"):
         rec = ctx.store.records()
         built = build_datasets(
