@@ -223,3 +223,36 @@ def test_the_gate_scores_trained_models_on_held_out_tasks(tmp_path, smollm2_gguf
     )
     page = (run_dir / "report.html").read_text()
     assert "Held-out gate" in page and html.escape(gate["rule"]) in page
+
+
+def test_onpolicy_variant_trains_from_the_run_config(reference_run, tmp_path) -> None:
+    """``train.variants: [persd_onpolicy]``: the build writes the student's own samples with
+    the teacher's privileged turn, the run's teacher model scores them into the run directory's
+    cache, the student trains on the divergence and is evaluated like any variant."""
+    cfg, ref_dir, _ = reference_run
+    config = yaml.safe_load(cfg.read_text())
+    config["train"]["variants"] = ["persd_onpolicy"]
+    path = tmp_path / "onpolicy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir, ignore=shutil.ignore_patterns("models", "eval"))
+    _run("run", str(path), "--run-dir", str(run_dir), "--force")
+    rows = [json.loads(line) for line in (run_dir / "data" / "persd_onpolicy.jsonl").open()]
+    attempts = {
+        json.loads(line)["id"]: json.loads(line) for line in (run_dir / "attempts.jsonl").open()
+    }
+    assert rows and all(r["completion"] == attempts[r["attempt_id"]]["raw"] for r in rows)
+    assert all(r["teacher_prompt"].startswith(r["prompt"]) for r in rows)
+    assert all("ERROR" not in r["prompt"] for r in rows)
+    cache = run_dir / "teacher_scores.jsonl"
+    assert _lines(cache) == len(rows)
+    trained = json.loads((run_dir / "models" / "persd_onpolicy" / "train_summary.json").read_text())
+    assert trained["steps"] == 2 and trained["teacher_rows_scored"] == len(rows)
+    assert trained["teacher_tokens"] > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "persd_onpolicy" in summary["evaluation"]
+    # Retraining (e.g. another seed) reuses every cached score: the teacher reads nothing.
+    shutil.rmtree(run_dir / "models" / "persd_onpolicy")
+    _run("run", str(path), "--run-dir", str(run_dir), "--force")
+    again = json.loads((run_dir / "models" / "persd_onpolicy" / "train_summary.json").read_text())
+    assert again["teacher_rows_scored"] == 0 and _lines(cache) == len(rows)

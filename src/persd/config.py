@@ -90,6 +90,18 @@ class RunConfig(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _onpolicy_has_a_scorer(self) -> RunConfig:
+        wants = "persd_onpolicy" in self.train.variants or self.rounds.variant == "persd_onpolicy"
+        if wants and self.train.onpolicy.teacher is None and self.teacher.server is None:
+            raise ValueError(
+                f"train.variants has persd_onpolicy, whose teacher scores the student's own "
+                f"tokens, and the teacher ({self.teacher.model}) is an API without local "
+                "weights: set train.onpolicy.teacher to a local model that shares the student's "
+                "tokenizer"
+            )
+        return self
+
     @property
     def round_variant(self) -> str:
         """The variant whose round-r model makes round r+1's attempts."""

@@ -60,6 +60,10 @@ def train_command(
     merge: Annotated[
         bool, typer.Option("--merge", help="Also write a merged model to OUT/merged (LoRA).")
     ] = False,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="persd_onpolicy rows: the model that scores them (same tokenizer)."),
+    ] = None,
 ) -> None:
     """Fine-tune MODEL on DATA; writes checkpoints, TensorBoard logs and the model under OUT."""
     from persd.train import load_train_config, train
@@ -76,6 +80,7 @@ def train_command(
         "init_adapter": init_adapter,
         "resume": resume or None,
         "merge": merge or None,
+        "onpolicy": {"teacher": teacher} if teacher else None,
     }
     cfg = load_train_config(config, overrides)
     with progress_bars(err_console) as bars:

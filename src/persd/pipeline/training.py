@@ -154,6 +154,8 @@ def _train_one(ctx: RunContext, variant: str, round_: int, out: Path) -> Path:
         # Every epoch's checkpoint stays, for the gate to score.
         extra |= {"save_strategy": "epoch", "save_total_limit": None}
     cfg = ctx.config.train
+    if variant == "persd_onpolicy":
+        extra["onpolicy"] = _onpolicy_settings(ctx)
     settings = TrainConfig.model_validate(cfg.model_dump(exclude={"variants"}) | extra)
     with ctx.timer.stage(f"train {name}"):
         ctx.progress.note(f"train: {name} ({', '.join(map(str, data))}) -> {out}")
@@ -168,6 +170,19 @@ def _train_one(ctx: RunContext, variant: str, round_: int, out: Path) -> Path:
             log_path=ctx.stage_log(f"train-{name}"),
         )
     return Path(model_dir)
+
+
+def _onpolicy_settings(ctx: RunContext) -> dict[str, object]:
+    """``train.onpolicy`` with the run's defaults: the managed teacher server's model scores
+    the samples, and its scores are cached in the run directory (kept with the run, like the
+    teacher's replies), so a retraining or another seed reuses them."""
+    settings = ctx.config.train.onpolicy.model_dump()
+    if settings["teacher"] is None:
+        assert ctx.config.teacher.server is not None  # RunConfig refuses an API-only scorer
+        settings["teacher"] = ctx.config.teacher.server.model
+    if settings["cache"] is None:
+        settings["cache"] = str(ctx.store.root / "teacher_scores.jsonl")
+    return settings
 
 
 def _starting_point(ctx: RunContext, variant: str, round_: int) -> tuple[str | None, str | None]:

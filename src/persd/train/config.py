@@ -38,6 +38,43 @@ class LoraSettings(BaseModel):
     )
 
 
+class OnPolicySettings(BaseModel):
+    """``persd_onpolicy`` rows (``persd.train.onpolicy``): the student learns its own samples
+    from a teacher's per-token distribution, the teacher conditioned on privileged context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str | None = Field(
+        None,
+        description="the scoring teacher: a registry name, .gguf or HF dir sharing the "
+        "student's tokenizer (persd run: the managed teacher server's model)",
+    )
+    top_k: int = Field(
+        20,
+        ge=1,
+        le=256,
+        description="teacher log-probs kept per token; the rest of the vocabulary is one tail "
+        "bucket (full 151k-entry rows would be ~600 KB per token to cache)",
+    )
+    divergence: Literal["reverse_kl", "forward_kl", "jsd"] = Field(
+        "reverse_kl",
+        description="per-token loss over the top-k + tail buckets: reverse KL (student || "
+        "teacher; mode-seeking, GKD's on-policy choice), forward KL, or generalised JSD",
+    )
+    beta: float = Field(0.5, gt=0.0, lt=1.0, description="jsd only: the teacher's weight in M")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of plain SFT on rows without a teacher turn (e.g. verified fixes "
+        "given in the same data files); 0 trains on the on-policy rows alone",
+    )
+    cache: str | None = Field(
+        None,
+        description="JSONL of cached teacher scores (None: <out>/teacher_scores.jsonl; "
+        "persd run: <run dir>/teacher_scores.jsonl)",
+    )
+
+
 class TrainConfig(BaseModel):
     """Everything ``persd train`` can be told."""
 
@@ -83,6 +120,7 @@ class TrainConfig(BaseModel):
         "fresh adapter (multi-round training that continues the previous round's student)",
     )
     merge: bool = Field(False, description="also write a merged model (LoRA) under merged/")
+    onpolicy: OnPolicySettings = Field(default_factory=OnPolicySettings)
 
     @model_validator(mode="after")
     def _adapter_needs_lora(self) -> TrainConfig:

@@ -27,6 +27,7 @@ from persd.records import Example
 from persd.train.config import TrainConfig
 from persd.train.data import describe, load_examples, to_dataset
 from persd.train.progress import Progress, make_meter
+from persd.train.teacher_scores import RowScores, Scored
 
 
 class TrainError(PersdError):
@@ -56,6 +57,10 @@ class TrainSummary:
     format: str
     dtype: str
     resumed_from: str | None
+    # persd_onpolicy: tokens the teacher read to score the rows (cached or not), and how many
+    # rows it scored in this session (the others came from the score cache).
+    teacher_tokens: int | None = None
+    teacher_rows_scored: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,9 +233,12 @@ def make_trainer(
     *,
     progress: Progress | None = None,
     renderer: ChatRenderer | None = None,
+    scores: Sequence[RowScores | None] | None = None,
 ) -> tuple[Any, Any]:
     """(SFTTrainer with the rows tokenised and labelled, its meter): the model loaded in the
-    precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full."""
+    precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full.
+    With ``scores`` (one per row; None for a plain SFT row), the on-policy trainer instead
+    (``persd.train.onpolicy``), on the same arguments, precision and LoRA."""
     import torch
     from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
@@ -257,14 +265,22 @@ def make_trainer(
     meter = make_meter(progress)
     meter.dtype = f"{load_dtype}+bf16-autocast" if bf16 else load_dtype
     try:
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(examples, config.format, tokenizer, renderer),
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[meter],
-        )
+        if scores is not None:
+            from persd.train import onpolicy
+
+            trainer, _ = onpolicy.make_trainer(
+                config, examples, scores, model, tokenizer, renderer, args,
+                peft_config=peft_config, callbacks=[meter],
+            )  # fmt: skip
+        else:
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=to_dataset(examples, config.format, tokenizer, renderer),
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=[meter],
+            )
     except ValueError as e:
         if "Target modules" not in str(e):
             raise
@@ -310,10 +326,20 @@ def train(
     # The tokenizer the student is SERVED with (llama.cpp's for a GGUF base), not the one
     # transformers rebuilt from it: the two disagree on some whitespace runs.
     renderer = renderer_for(base_model)
+    scored = None
+    if any(ex.teacher_prompt for ex in examples):
+        with state.main_process_first():  # rank 0 scores; the others read its cache
+            scored = _teacher_scores(config, examples, renderer, out_dir, progress)
     trainer, meter = make_trainer(
-        config, examples, model_ref, out_dir, progress=progress, renderer=renderer
+        config,
+        examples,
+        model_ref,
+        out_dir,
+        progress=progress,
+        renderer=renderer,
+        scores=_per_row(examples, scored.scores) if scored else None,
     )
-    # TRL drops rows whose prompt alone fills max_seq_len (nothing left to learn): say so.
+    # Rows whose prompt alone fills max_seq_len have nothing left to learn: say so.
     dropped = len(examples) - len(trainer.train_dataset)
     if dropped and progress and state.is_main_process:
         progress.note(
@@ -346,6 +372,8 @@ def train(
         format=config.format,
         dtype=meter.dtype,
         resumed_from=str(checkpoint) if checkpoint else None,
+        teacher_tokens=scored.teacher_tokens if scored else None,
+        teacher_rows_scored=scored.scored_now if scored else None,
     )
     merged = out_dir / "merged" if config.merge and config.method == "lora" else None
     del trainer
@@ -364,6 +392,53 @@ def train(
         summary=summary,
         main_process=state.is_main_process,
     )
+
+
+def _teacher_scores(
+    config: TrainConfig,
+    examples: Sequence[Example],
+    renderer: ChatRenderer,
+    out_dir: Path,
+    progress: Progress | None,
+) -> Scored:
+    """The teacher's scores of every on-policy row (``persd.train.teacher_scores``), from the
+    cache where it has them; the teacher is loaded only for rows it lacks."""
+    from persd.train.teacher_scores import score_rows
+
+    settings = config.onpolicy
+    if config.format != "chat":
+        raise TrainError(
+            "persd_onpolicy rows need format 'chat' (the teacher's turn is a chat turn)"
+        )
+    if settings.teacher is None:
+        raise TrainError(
+            "persd_onpolicy rows need a teacher to score them: set train.onpolicy.teacher "
+            "(persd train --teacher NAME), a model sharing the student's tokenizer"
+        )
+    rows = [ex for ex in examples if ex.teacher_prompt]
+    cache = Path(settings.cache) if settings.cache else out_dir / "teacher_scores.jsonl"
+    tick = progress.start("score", len(rows)) if progress else None
+    scored = score_rows(
+        rows,
+        teacher=settings.teacher,
+        student_renderer=renderer,
+        top_k=settings.top_k,
+        cache_path=cache,
+        threads=config.threads,
+        on_row=(lambda: tick(1)) if tick else None,
+    )
+    if progress:
+        progress.note(
+            f"teacher scores: {len(rows)} rows, {scored.scored_now} scored now, "
+            f"{scored.teacher_tokens} teacher tokens ({cache})"
+        )
+    return scored
+
+
+def _per_row(examples: Sequence[Example], scores: Sequence[RowScores]) -> list[RowScores | None]:
+    """One entry per row: the on-policy rows' scores in order, None for plain SFT rows."""
+    it = iter(scores)
+    return [next(it) if ex.teacher_prompt else None for ex in examples]
 
 
 def _finite(x: float) -> float | None:
