@@ -55,6 +55,9 @@ class _StepNotes:
         self._total = 0
 
     def start(self, stage: str, total: int) -> Callable[[int], None]:
+        if stage != "train":  # the teacher scoring on-policy rows first: no step count
+            self._note(f"{stage}: {total} rows")
+            return lambda n: None
         self._total = total
         self._note(f"{stage}: {total} optimizer steps")
         return lambda n: None
