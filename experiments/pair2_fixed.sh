@@ -9,8 +9,10 @@ R=${1:-runs/pair2}
 M=qwen2.5-coder-0.5b-instruct
 for v in persd_combined stand_matched; do
   for seed in 42 43; do
-    row=$v; [ "$seed" = 42 ] || row=$v-s$seed
-    model=$R/models-s$seed/$v
+    # The layout experiments/results_table.py reads: seed 42 under models/, others beside it.
+    row=$v; models=$R/models
+    if [ "$seed" != 42 ]; then row=$v-s$seed; models=$R/models-seed$seed; fi
+    model=$models/$v
     if [ ! -d "$model/final" ]; then
       persd train -c results/pair2-fixed/config.yaml --seed "$seed" -m $M -o "$model" \
           "$R/data/$v.jsonl"

@@ -24,7 +24,10 @@ solution and refinement records:
   every task solved and verified to choose from);
 - InpD: the direct solutions of the tasks the student failed;
 - PERsD, PERsD-refine, PERsD-combined: those same solutions (the paper's refinement template
-  gives the teacher its own answer as the reference) plus every refinement call.
+  gives the teacher its own answer as the reference) plus every refinement call;
+- persd_onpolicy: every solution and refinement call (its rows' verified programs come from
+  both) plus the tokens the teacher read to score the student's samples (``teacher_tokens``
+  of its ``train_summary.json``; a forward pass, no generation).
 
 ``--seeds A B`` compares two variants over all their seeds (per-seed pass@1, mean, spread and
 one McNemar test over the pooled (task, seed) pairs).
@@ -184,6 +187,9 @@ def teacher_tokens(run: Path, tasks: set[str] | None = None) -> dict[str, int]:
         "persd": solve_failed + refine,
         "persd_refine": solve_failed + refine,
         "persd_combined": solve_failed + refine,
+        # The verified programs its rows show the teacher come from solutions and refinements;
+        # the teacher's scoring pass (forward only) is added per model from its summary.
+        "persd_onpolicy": solve_all + refine,
     }
 
 
@@ -295,6 +301,8 @@ def training_table(run: Path, rows: list[str], benches: tuple[str, ...] = BENCHE
         if s is None:
             continue
         spent = tokens.get(_variant(row))
+        if spent is not None and s.get("teacher_tokens"):
+            spent += s["teacher_tokens"]  # persd_onpolicy: tokens the teacher read to score
         lines.append(
             f"| {row} | {s['examples']} | {s['steps']} | {s['final_loss']:.3f} "
             f"| {s['wall_s']:,.0f} s | {'released (not ours)' if spent is None else f'{spent:,}'} |"
