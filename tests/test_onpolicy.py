@@ -280,3 +280,24 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_model, tiny_teacher, t
         ts.score_rows(_rows()[:1], teacher=str(tmp_path / "t"),
                       student_renderer=renderer_for(str(tiny_model)), top_k=4,
                       cache_path=tmp_path / "c.jsonl")  # fmt: skip
+
+
+def test_cli_trains_onpolicy_rows_with_teacher(tiny_model, tiny_teacher, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from persd.cli.train import train_app
+
+    data = _write(tmp_path / "onpolicy.jsonl", _rows())
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("batch_size: 1\ngrad_accum: 1\nmax_seq_len: 256\nonpolicy:\n  top_k: 4\n")
+    args = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "out"), "-c", str(cfg)]
+    result = CliRunner().invoke(
+        train_app, [*args, "--teacher", str(tiny_teacher), "--max-steps", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained lora on 3 rows: 2 steps" in result.output
+    cached = [json.loads(line) for line in (tmp_path / "out" / "teacher_scores.jsonl").open()]
+    assert len(cached) == 3 and all(len(ids) == 4 for row in cached for ids in row["topk_ids"])
+    bare = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "o2"), "-c", str(cfg)]
+    without = CliRunner().invoke(train_app, bare)
+    assert isinstance(without.exception, TrainError) and "need a teacher" in str(without.exception)
