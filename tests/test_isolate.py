@@ -36,3 +36,46 @@ def test_a_persd_error_is_raised_again_with_its_message_and_notes_before_it_arri
     with pytest.raises(StageProcessError, match=r"data/x.jsonl:3: missing field 'prompt'"):
         run_isolated("fails", _fails, on_note=notes.append)
     assert notes == ["about to fail"]
+
+
+def _sleep_forever(pid_file: str, *, tick, note) -> None:
+    import time
+    from pathlib import Path
+
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def test_the_stage_process_ends_when_persd_is_killed(tmp_path):
+    """A SIGKILLed parent runs no cleanup: the stage process must notice and exit by itself
+    rather than train on alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2])\n"
+        "from test_isolate import _sleep_forever\n"
+        "from persd.pipeline.isolate import run_isolated\n"
+        "run_isolated('sleep', _sleep_forever, sys.argv[1])\n"
+    )
+    here = os.path.dirname(__file__)
+    parent = subprocess.Popen([sys.executable, "-c", script, str(pid_file), here])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the stage process outlived its killed parent")

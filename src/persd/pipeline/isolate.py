@@ -24,8 +24,15 @@ class StageProcessError(PersdError):
 
 
 def _child(
-    conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, log_path: str | None = None
+    conn: Any,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    log_path: str | None = None,
+    parent: int | None = None,
 ) -> None:
+    if parent is not None:
+        _exit_with(parent)
     if log_path is not None:
         _output_to(log_path)
 
@@ -44,6 +51,26 @@ def _child(
         conn.send(("crash", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _exit_with(parent: int) -> None:
+    """End this stage process when persd ends, however it ends. A SIGTERM or SIGKILL to
+    ``persd run`` skips its cleanup, and the stage process would train or score on alone for
+    half an hour (it did), holding the CPU and memory the next run needs. A daemon thread
+    watches for the parent to change (the orphan is re-parented) and exits at once; what the
+    stage had written (checkpoints, cached teacher scores) is kept for the resume."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # persd died while this process was starting
+        os._exit(1)
+    threading.Thread(target=watch, name="persd-parent-watch", daemon=True).start()
 
 
 def _output_to(log_path: str) -> None:
@@ -78,7 +105,11 @@ def run_isolated(
     ``log_path``, everything the child prints goes to that file instead of the terminal."""
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, log_path), name=f"persd-{name}")
+    import os
+
+    proc = ctx.Process(
+        target=_child, args=(send, fn, args, kwargs, log_path, os.getpid()), name=f"persd-{name}"
+    )
     proc.start()
     send.close()
     try:
