@@ -411,7 +411,8 @@ def seed_table(run: Path, a: str, b: str, benches: tuple[str, ...] = BENCHES) ->
     Seed 42 is the plain name, another seed ``<variant>-s<seed>``. Pooling the seeds treats
     each retraining as a replicate of the same comparison on the same tasks, so the pooled
     test sees twice the discordant pairs; it is still a test of the methods at this scale,
-    not of any one trained model.
+    not of any one trained model. ``B = base`` pairs each seed's trained row with the one
+    untrained row (the same greedy verdicts each time): a test of training against no training.
     """
     seeds = sorted(
         {42}
@@ -423,7 +424,8 @@ def seed_table(run: Path, a: str, b: str, benches: tuple[str, ...] = BENCHES) ->
     )
 
     def name(variant: str, seed: int) -> str:
-        return variant if seed == 42 else f"{variant}-s{seed}"
+        # The untrained student has no seed: every seed of the other variant meets the same row.
+        return variant if seed == 42 or variant == "base" else f"{variant}-s{seed}"
 
     lines = [
         f"| benchmark | seeds | {a} per seed | {b} per seed | {a} mean | {b} mean "
