@@ -298,6 +298,17 @@ def test_cli_trains_onpolicy_rows_with_teacher(tiny_model, tiny_teacher, tmp_pat
     assert "trained lora on 3 rows: 2 steps" in result.output
     cached = [json.loads(line) for line in (tmp_path / "out" / "teacher_scores.jsonl").open()]
     assert len(cached) == 3 and all(len(ids) == 4 for row in cached for ids in row["topk_ids"])
+    # Another run (a second seed) reads the first run's scores instead of scoring again.
+    shared = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "o3"), "-c", str(cfg)]
+    again = CliRunner().invoke(
+        train_app,
+        [*shared, "--teacher", str(tiny_teacher), "--max-steps", "1",
+         "--teacher-cache", str(tmp_path / "out" / "teacher_scores.jsonl")],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    summary = json.loads((tmp_path / "o3" / "train_summary.json").read_text())
+    assert summary["teacher_rows_scored"] == 0 and summary["teacher_tokens"] > 0
+    assert not (tmp_path / "o3" / "teacher_scores.jsonl").exists()
     bare = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "o2"), "-c", str(cfg)]
     without = CliRunner().invoke(train_app, bare)
     assert isinstance(without.exception, TrainError) and "need a teacher" in str(without.exception)

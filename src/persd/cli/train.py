@@ -64,6 +64,14 @@ def train_command(
         str | None,
         typer.Option(help="persd_onpolicy rows: the model that scores them (same tokenizer)."),
     ] = None,
+    teacher_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-cache",
+            help="persd_onpolicy: teacher scores JSONL, read and extended "
+            "[default: OUT/teacher_scores.jsonl].",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune MODEL on DATA; writes checkpoints, TensorBoard logs and the model under OUT."""
     from persd.train import load_train_config, train
@@ -80,7 +88,12 @@ def train_command(
         "init_adapter": init_adapter,
         "resume": resume or None,
         "merge": merge or None,
-        "onpolicy": {"teacher": teacher} if teacher else None,
+        "onpolicy": {
+            k: v
+            for k, v in {"teacher": teacher, "cache": teacher_cache and str(teacher_cache)}.items()
+            if v
+        }
+        or None,
     }
     cfg = load_train_config(config, overrides)
     with progress_bars(err_console) as bars:
