@@ -1,12 +1,17 @@
 """Teacher throughput on managed llama.cpp servers: slots x threads, same model, same prompts.
 
-Baseline: 1 slot x 1 thread, measured in the same run. Each configuration gets a fresh cache
-(no hits), one warm-up request per slot, then all prompts at once through the teacher client
-(concurrency = slots). Greedy decoding, so every configuration generates the same text.
+Baseline: the first configuration, measured in the same run. Each configuration gets a fresh
+cache (no hits), one warm-up request per slot, then all prompts at once through the teacher
+client (concurrency = what the slots answer at once). Greedy decoding. A configuration
+``SxTpP`` is S slots of persd's batch server, each decoding P requests together with T threads
+(``teacher.server.parallel``); ``SxT`` is S llama-cpp-python servers, one request each.
+Greedy text of the two servers can differ in the last bits of the logits, so the table also
+counts the replies identical to the first configuration's.
 
     python benchmarks/bench_teacher.py                      # SmolLM2-135M, 1x1 / 2x1 / 1x2
     python benchmarks/bench_teacher.py --model qwen2.5-coder-0.5b-instruct --prompts 8
     python benchmarks/bench_teacher.py --configs 1x1,2x1,4x1 --max-tokens 128
+    python benchmarks/bench_teacher.py --configs 2x1,1x2p4,1x2p8 --prompts 16
 """
 
 from __future__ import annotations
@@ -50,9 +55,9 @@ def prompts(n: int) -> list[tuple[Message, ...]]:
 
 async def measure(
     servers: ManagedServers, n_prompts: int, max_tokens: int, cache_dir: Path
-) -> tuple[float, int, int]:
-    """(wall seconds, requests, completion tokens) for all prompts at once."""
-    cfg = TeacherConfig(concurrency=len(servers.base_urls), max_attempts=1, timeout_s=600)
+) -> tuple[float, list[str], int]:
+    """(wall seconds, reply texts, completion tokens) for all prompts at once."""
+    cfg = TeacherConfig(concurrency=servers.capacity, max_attempts=1, timeout_s=600)
     teacher = OpenAITeacher(
         cfg,
         cache=TeacherCache(cache_dir / "teacher.sqlite"),
@@ -72,7 +77,7 @@ async def measure(
         wall = time.perf_counter() - t0
     finally:
         await teacher.aclose()
-    return wall, len(replies), sum(r[0].tokens_out for r in replies)
+    return wall, [r[0].text for r in replies], sum(r[0].tokens_out for r in replies)
 
 
 def busy_processes(exclude: set[int]) -> str:
@@ -92,7 +97,9 @@ def busy_processes(exclude: set[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct", help="registry name or GGUF path")
-    ap.add_argument("--configs", default="1x1,2x1,1x2", help="SLOTSxTHREADS, comma separated")
+    ap.add_argument(
+        "--configs", default="1x1,2x1,1x2", help="SLOTSxTHREADS[pPARALLEL], comma separated"
+    )
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--n-ctx", type=int, default=1024)
@@ -101,21 +108,29 @@ def main() -> None:
     print(f"cpus={os.cpu_count()} before: {busy_processes({os.getpid()})}")
     rows = []
     for spec in args.configs.split(","):
-        slots, threads = (int(x) for x in spec.lower().split("x"))
+        shape, _, parallel = spec.lower().partition("p")
+        slots, threads = (int(x) for x in shape.split("x"))
         cfg = ServerConfig(model=args.model, slots=slots, threads_per_slot=threads,
-                           n_ctx=args.n_ctx)  # fmt: skip
+                           parallel=int(parallel or 1), n_ctx=args.n_ctx)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp, ManagedServers(cfg, log_dir=Path(tmp)) as srv:
-            wall, n, tokens = asyncio.run(measure(srv, args.prompts, args.max_tokens, Path(tmp)))
+            wall, texts, tokens = asyncio.run(
+                measure(srv, args.prompts, args.max_tokens, Path(tmp))
+            )
             others = busy_processes({os.getpid(), *srv.pids})
-        rows.append((spec, wall, n, tokens))
-        print(f"{spec}: {wall:.2f}s {n} requests {tokens} tokens; right after, others: {others}")
+        rows.append((spec, wall, texts, tokens))
+        print(f"{spec}: {wall:.2f}s {len(texts)} requests {tokens} tokens; right after, "
+              f"others: {others}")  # fmt: skip
 
     base_tps = rows[0][3] / rows[0][1]
     print(f"\nmodel {args.model}, {args.prompts} prompts x {args.max_tokens} max tokens, greedy")
-    print(f"{'slots x threads':>16} {'tok/s':>8} {'req/s':>7} {'vs ' + rows[0][0]:>8}")
-    for spec, wall, n, tokens in rows:
+    first = rows[0][2]
+    print(f"{'config':>10} {'wall s':>8} {'tok/s':>8} {'req/s':>7} {'vs ' + rows[0][0]:>9} "
+          f"{'same text':>10}")  # fmt: skip
+    for spec, wall, texts, tokens in rows:
         tps = tokens / wall
-        print(f"{spec:>16} {tps:8.1f} {n / wall:7.2f} {tps / base_tps:7.2f}x")
+        same = sum(a == b for a, b in zip(texts, first, strict=True))
+        print(f"{spec:>10} {wall:8.1f} {tps:8.1f} {len(texts) / wall:7.2f} "
+              f"{tps / base_tps:8.2f}x {same:>5}/{len(texts)}")  # fmt: skip
 
 
 if __name__ == "__main__":

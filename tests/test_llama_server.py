@@ -95,7 +95,8 @@ from pathlib import Path
 from persd.llm.server import ManagedServers
 from persd.llm.teacher_config import ServerConfig
 
-cfg = ServerConfig(model=sys.argv[1], n_ctx=512, startup_timeout_s=60)
+cfg = ServerConfig(model=sys.argv[1], n_ctx=512, startup_timeout_s=60,
+                   parallel=int(sys.argv[4]))
 how = sys.argv[3]
 def start():
     servers = ManagedServers(cfg, log_dir=Path(sys.argv[2])).start()
@@ -110,12 +111,16 @@ time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("how", ["main", "thread", "exit"])
-def test_no_server_outlives_persd(smollm2_gguf: Path, tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize(
+    ("how", "parallel"), [("main", 1), ("thread", 1), ("exit", 1), ("thread", 2)]
+)
+def test_no_server_outlives_persd(
+    smollm2_gguf: Path, tmp_path: Path, how: str, parallel: int
+) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(_PARENT))
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(smollm2_gguf), str(tmp_path), how],
+        [sys.executable, str(script), str(smollm2_gguf), str(tmp_path), how, str(parallel)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -131,3 +136,75 @@ def test_no_server_outlives_persd(smollm2_gguf: Path, tmp_path: Path, how: str) 
         for pid in pids:
             if alive(pid):
                 subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
+# -- persd's batch server (teacher.server.parallel > 1) ------------------------------------
+
+
+def test_batch_server_takes_all_requests_at_once_and_answers_as_one_stream_would(
+    server_cfg: ServerConfig, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    from persd.llm.student_llama import LlamaStudent
+
+    cfg = TeacherConfig(server=server_cfg.model_copy(update={"parallel": 4}))
+    events: list[tuple[str, str]] = []
+
+    async def sent(request: httpx.Request) -> None:
+        events.append(("sent", f"{request.url.host}:{request.url.port}"))
+
+    async def answered(response: httpx.Response) -> None:
+        events.append(("answered", ""))
+
+    prompts = [(Message(role="user", content=f"Count to {i}."),) for i in range(4)]
+    params = SamplingParams(max_new_tokens=12)
+
+    async def go() -> list[list]:
+        hooks = {"request": [sent], "response": [answered]}
+        async with open_teacher(cfg, run_dir=tmp_path, event_hooks=hooks) as teacher:
+            return await asyncio.gather(*(teacher.chat(p, params) for p in prompts))
+
+    replies = asyncio.run(go())
+    # One slot, four requests in flight together: all four sent before the first answer.
+    assert [e for e, _ in events[:4]] == ["sent"] * 4 and len({u for _, u in events[:4]}) == 1
+    assert "persd batch server" in (tmp_path / "logs" / "llama-server-0.log").read_text()
+    alone = LlamaStudent(smollm2_gguf, n_ctx=512, parallel=1, threads=1)
+    try:
+        expected = [g[0] for g in alone.generate(prompts, params)]
+    finally:
+        alone.close()
+    assert [r[0].text for r in replies] == [g.text for g in expected]
+    assert [r[0].tokens_out for r in replies] == [g.tokens_out for g in expected]
+    assert [r[0].tokens_in for r in replies] == [g.tokens_in for g in expected]
+
+
+def test_batch_server_samples_n_seeded_and_refuses_bad_requests(
+    server_cfg: ServerConfig, tmp_path: Path
+) -> None:
+    cfg = server_cfg.model_copy(update={"parallel": 2, "n_ctx": 256})
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "Name a fruit."}],
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "max_tokens": 10,
+        "seed": 7,
+        "n": 3,
+    }
+    with ManagedServers(cfg, log_dir=tmp_path) as servers:
+        (url,) = servers.base_urls
+        assert servers.capacity == 2
+        first = httpx.post(f"{url}/chat/completions", json=body, timeout=120).json()
+        again = httpx.post(f"{url}/chat/completions", json=body, timeout=120).json()
+        other = httpx.post(f"{url}/chat/completions", json={**body, "seed": 8}, timeout=120)
+        long = {**body, "messages": [{"role": "user", "content": "word " * 400}]}
+        too_long = httpx.post(f"{url}/chat/completions", json=long, timeout=60)
+        broken = httpx.post(f"{url}/chat/completions", content=b"{not json", timeout=60)
+        empty = httpx.post(f"{url}/chat/completions", json={"messages": []}, timeout=60)
+    texts = [c["message"]["content"] for c in first["choices"]]
+    assert len(texts) == 3 and [c["index"] for c in first["choices"]] == [0, 1, 2]
+    assert texts == [c["message"]["content"] for c in again["choices"]]  # seeds reproduce
+    assert len(set(texts + [c["message"]["content"] for c in other.json()["choices"]])) > 1
+    assert first["usage"]["completion_tokens"] <= 30 and first["usage"]["prompt_tokens"] > 0
+    assert too_long.status_code == 400 and "does not fit the context" in too_long.text
+    assert broken.status_code == 400 and empty.status_code == 400
+    assert "non-empty list" in empty.json()["error"]["message"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import heapq
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,11 +40,20 @@ class Request:
     seed: int
 
 
+@dataclass(eq=False)
+class Ticket:
+    """A request handed to ``BatchDecoder.serve`` from another thread: ``reply`` is called
+    once, on the decoding thread, with the generation or the exception that ended decoding."""
+
+    request: Request
+    reply: Callable[[Generation | BaseException], None]
+
+
 @dataclass
 class _Seq:
     """A request in flight on one stream of the context."""
 
-    index: int  # position in the caller's list
+    index: int  # the caller's key: position in its list, or a ticket's id
     request: Request
     stream: int
     sampler: Any
@@ -203,27 +213,103 @@ class BatchDecoder:
         on_done: Callable[[int, Generation], None] | None = None,
     ) -> list[Generation]:
         """Every request's generation, in request order; ``on_done(i, gen)`` as each ends."""
-        lib = self._lib
         for r in requests:
-            if len(r.ids) >= self.ctx_per_seq:
-                raise PersdError(
-                    f"a prompt of {len(r.ids)} tokens does not fit the context of "
-                    f"{self.ctx_per_seq} per sequence (student.n_ctx)"
-                )
-        waiting = deque(range(len(requests)))
+            self.check(r)
+        results: list[Generation | None] = [None] * len(requests)
+        batch: list[tuple[int, Request]] | None = list(enumerate(requests))
+
+        def pull(_block: bool) -> list[tuple[int, Request]] | None:
+            nonlocal batch
+            out, batch = batch, None  # everything at once, then the source is closed
+            return out
+
+        def done(i: int, gen: Generation) -> None:
+            results[i] = gen
+            if on_done is not None:
+                on_done(i, gen)
+
+        self._loop(pull, done)
+        assert all(g is not None for g in results)  # the loop ends only when all are done
+        return results  # type: ignore[return-value]
+
+    def serve(self, inbox: queue.Queue[Ticket | None]) -> None:
+        """Decode tickets as they arrive until a ``None`` is read (a server's loop).
+
+        A ticket that arrives while others are decoding joins them at the next step, so a
+        server with many clients keeps all ``parallel`` streams busy. If decoding fails, every
+        ticket in flight or waiting is answered with the error, and the error is raised."""
+        tickets: dict[int, Ticket] = {}
+        closed = False
+
+        def pull(block: bool) -> list[tuple[int, Request]] | None:
+            nonlocal closed
+            got: list[Ticket | None] = []
+            if not closed:
+                try:
+                    got.append(inbox.get(block=block))
+                    while True:
+                        got.append(inbox.get_nowait())
+                except queue.Empty:
+                    pass
+            out = []
+            for t in got:
+                if t is None:
+                    closed = True
+                else:
+                    tickets[id(t)] = t
+                    out.append((id(t), t.request))
+            return None if closed and not out else out
+
+        def done(key: int, gen: Generation) -> None:
+            tickets.pop(key).reply(gen)
+
+        try:
+            self._loop(pull, done)
+        except BaseException as e:
+            for t in tickets.values():
+                t.reply(e)
+            raise
+
+    def check(self, r: Request) -> None:
+        """Raise unless the request's prompt fits one sequence's context."""
+        if len(r.ids) >= self.ctx_per_seq:
+            raise PersdError(
+                f"a prompt of {len(r.ids)} tokens does not fit the context of "
+                f"{self.ctx_per_seq} per sequence (student.n_ctx)"
+            )
+
+    def _loop(
+        self,
+        pull: Callable[[bool], list[tuple[int, Request]] | None],
+        done: Callable[[int, Generation], None],
+    ) -> None:
+        """Continuous batching: ``pull(block)`` gives new ``(key, request)`` pairs (blocking
+        only when nothing is in flight), or None once no more will come; ``done(key, gen)``
+        as each sequence ends. Returns when the source is closed and every sequence is done."""
+        lib = self._lib
+        waiting: deque[tuple[int, Request]] = deque()
         free = list(range(self.parallel))  # a heap: the lowest free stream is taken first
         active: list[_Seq] = []
-        results: list[Generation | None] = [None] * len(requests)
+        open_ = True
         try:
-            while waiting or active:
+            while True:
+                if open_:
+                    got = pull(not (waiting or active))
+                    if got is None:
+                        open_ = False
+                    else:
+                        waiting.extend(got)
+                if not (waiting or active):
+                    if open_:
+                        continue
+                    return
                 new: list[_Seq] = []
                 budget = self.n_batch - len(active)  # prompt tokens this step, roughly
                 while waiting and free and budget > 0:
-                    i = waiting.popleft()
-                    r = requests[i]
+                    key, r = waiting.popleft()
                     new.append(
                         _Seq(
-                            index=i,
+                            index=key,
                             request=r,
                             stream=heapq.heappop(free),
                             sampler=_sampler(lib, r.params, r.seed),
@@ -241,15 +327,11 @@ class BatchDecoder:
                         continue
                     self._release(seq)
                     heapq.heappush(free, seq.stream)
-                    results[seq.index] = gen
-                    if on_done is not None:
-                        on_done(seq.index, gen)
+                    done(seq.index, gen)
                 active = still
         finally:
             for seq in active:
                 self._release(seq)
-        assert all(g is not None for g in results)  # the loop ends only when all are done
-        return results  # type: ignore[return-value]
 
     def _compact(self, active: list[_Seq], new: list[_Seq], free: list[int]) -> None:
         """Keep the sequences in flight on streams ``0..k-1``: move the highest to the lowest

@@ -2,7 +2,9 @@
 
 llama-cpp-python's server answers one request at a time (one model behind one lock), so
 parallel *slots* are separate processes on separate ports, each with its own threads; the
-teacher client sends each request to the least busy slot.
+teacher client sends each request to the least busy slot. With ``parallel`` > 1 a slot is
+persd's own batch server instead (``persd.llm.batch_server``): one process decodes that many
+requests together in one llama.cpp batch, reading the weights once per step for all of them.
 
 No server may outlive persd, however persd ends:
 - normal exit or an exception: the context manager stops every slot (SIGTERM, then SIGKILL,
@@ -110,6 +112,11 @@ class ManagedServers:
         return [s.base_url for s in self._slots]
 
     @property
+    def capacity(self) -> int:
+        """Requests the slots answer at once: one per slot, ``parallel`` per batch slot."""
+        return self.cfg.slots * self.cfg.parallel
+
+    @property
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self._slots]
 
@@ -143,14 +150,23 @@ class ManagedServers:
     def _spawn(self, index: int) -> _Slot:
         cfg, port = self.cfg, _free_port()
         threads = str(cfg.threads_per_slot)
-        args = [
-            sys.executable, "-m", "persd.llm.server",
+        common = [
             "--model", str(self.model_path), "--model_alias", self.model_name,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", str(cfg.n_ctx),
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(cfg.n_ctx),
         ]  # fmt: skip
-        if cfg.chat_format:
-            args += ["--chat_format", cfg.chat_format]
+        if cfg.parallel > 1:  # persd's batch server: all requests in flight in one batch
+            args = [sys.executable, "-m", "persd.llm.batch_server", *common,
+                    "--parallel", str(cfg.parallel), "--threads", threads]  # fmt: skip
+            if cfg.chat_format:
+                raise ServerError(
+                    "teacher.server.chat_format is llama-cpp-python's setting; with "
+                    "parallel > 1 the prompt is rendered from the GGUF's own template"
+                )
+        else:
+            args = [sys.executable, "-m", "persd.llm.server", *common,
+                    "--n_threads", threads, "--n_threads_batch", threads]  # fmt: skip
+            if cfg.chat_format:
+                args += ["--chat_format", cfg.chat_format]
         log_path = self.log_dir / f"llama-server-{index}.log"
         env = {**os.environ, _PARENT_ENV: str(os.getpid())}
         with log_path.open("ab") as log:
@@ -253,15 +269,20 @@ def _watch_parent(parent: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _child_main() -> None:
-    """Inside the slot: exit when persd goes, then run llama_cpp.server with our argv."""
-    import runpy
-
+def watch_parent() -> None:
+    """Inside a slot: exit when persd goes (see the module docstring), from a watcher thread."""
     parent = int(os.environ.pop(_PARENT_ENV, "0"))
     if parent and os.getppid() != parent:  # persd died before we got here
         sys.exit(1)
     if parent:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _child_main() -> None:
+    """Inside the slot: exit when persd goes, then run llama_cpp.server with our argv."""
+    import runpy
+
+    watch_parent()
     sys.argv = ["llama_cpp.server", *sys.argv[1:]]
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 

@@ -69,7 +69,8 @@ class OpenAITeacher:
 
     ``endpoint_id`` names the endpoint in cache keys; it must not change between runs (a
     managed server's port does, so its id names the model file instead). ``managed``: the
-    endpoints are persd's own llama.cpp slots: free, one request each, and sent no API key.
+    endpoints are persd's own llama.cpp slots: free, ``capacity`` requests at once in all
+    (one per slot, or ``parallel`` per batch slot), and sent no API key.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class OpenAITeacher:
         endpoint_id: str | None = None,
         model: str | None = None,
         managed: bool = False,
+        capacity: int | None = None,
         diagnose: Callable[[str], str | None] | None = None,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
@@ -98,7 +100,10 @@ class OpenAITeacher:
             spent_usd=spent,
             calls=calls,
         )
-        concurrency = cfg.concurrency or (len(self._urls) if managed else _DEFAULT_API_CONCURRENCY)
+        # Local slots answer ``capacity`` requests at once (one each, or a batch server's
+        # ``parallel``); more in flight would only queue inside them.
+        local = capacity or len(self._urls)
+        concurrency = cfg.concurrency or (local if managed else _DEFAULT_API_CONCURRENCY)
         self._sem = asyncio.Semaphore(concurrency)
         self._busy = dict.fromkeys(self._urls, 0)
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -329,6 +334,7 @@ async def open_teacher(
                 endpoint_id=servers.endpoint_id,
                 model=servers.model_name,
                 managed=True,
+                capacity=servers.capacity,
                 diagnose=servers.diagnose,
                 event_hooks=event_hooks,
             )

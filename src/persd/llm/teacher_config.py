@@ -21,7 +21,15 @@ class ServerConfig(BaseModel):
     # process collapse when anything else runs, 1 thread holds its speed.
     slots: int = Field(1, ge=1, description="server processes, each answering one request at once")
     threads_per_slot: int = Field(1, ge=1, description="CPU threads of each server process")
-    n_ctx: int = Field(4096, ge=256, description="context window (tokens) of each slot")
+    parallel: int = Field(
+        1,
+        ge=1,
+        description="requests each slot decodes together in one llama.cpp batch (persd's batch "
+        "server); 1: llama-cpp-python's server, one request at a time",
+    )
+    n_ctx: int = Field(
+        4096, ge=256, description="context window (tokens) of each slot (of each sequence)"
+    )
     chat_format: str | None = Field(
         None, description="llama-cpp-python chat format; None: the template inside the GGUF"
     )
