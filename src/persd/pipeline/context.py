@@ -41,6 +41,7 @@ OPERATIONAL = (
     "teacher.max_calls",
     "teacher.server.slots",
     "teacher.server.threads_per_slot",
+    "teacher.server.parallel",  # which server decodes; replies already cached are reused
     "teacher.server.startup_timeout_s",
 )
 
