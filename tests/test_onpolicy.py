@@ -210,6 +210,34 @@ def _divergence_on(model, dataset, collate) -> float:
     return float(onpolicy.onpolicy_loss(logits, batch, kind="reverse_kl", beta=0.5, sft_weight=0))
 
 
+def test_a_student_scored_by_itself_on_its_own_prompt_has_no_divergence(tiny_model, tmp_path):  # noqa: F811
+    """The whole path (teacher scores, dataset, collator, loss) lines each of the teacher's
+    top-k rows up with the student's prediction of the same token: a teacher that is the
+    student and reads the student's own prompt gives ~0; the same scores one token late do
+    not, and neither does the privileged teacher prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    renderer = renderer_for(str(tiny_model))
+    collate = onpolicy.Collator(AutoTokenizer.from_pretrained(tiny_model).pad_token_id)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+
+    def loss(rows: list[Example], shift: int = 0) -> float:
+        scores = ts.score_rows(rows, teacher=str(tiny_model), student_renderer=renderer,
+                               top_k=8, cache_path=tmp_path / "c.jsonl").scores  # fmt: skip
+        dataset, _ = onpolicy.to_dataset(rows, scores, renderer, 512)
+        if shift:
+            late = [[r["tk_ids"][0]] * shift + r["tk_ids"][:-shift] for r in dataset]
+            lp = [[r["tk_logprobs"][0]] * shift + r["tk_logprobs"][:-shift] for r in dataset]
+            dataset = dataset.remove_columns(["tk_ids", "tk_logprobs"])
+            dataset = dataset.add_column("tk_ids", late).add_column("tk_logprobs", lp)
+        return _divergence_on(model, dataset, collate)
+
+    own = [r.model_copy(update={"teacher_prompt": r.prompt}) for r in _rows()]
+    same, late, privileged = loss(own), loss(own, shift=1), loss(_rows())
+    assert same < 1e-3, same
+    assert late > 100 * max(same, 1e-6) and privileged > 10 * max(same, 1e-6)
+
+
 def test_training_lowers_the_divergence_to_the_teacher(tiny_model, tiny_teacher, tmp_path):  # noqa: F811
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
