@@ -65,6 +65,7 @@ async def measure(
         endpoint_id=servers.endpoint_id,
         model=servers.model_name,
         managed=True,
+        extra_body=servers.extra_body,
     )
     try:
         warm = SamplingParams(max_new_tokens=4, seed=12345)

@@ -190,6 +190,9 @@ def teacher_tokens(run: Path, tasks: set[str] | None = None) -> dict[str, int]:
         # The verified programs its rows show the teacher come from solutions and refinements;
         # the teacher's scoring pass (forward only) is added per model from its summary.
         "persd_onpolicy": solve_all + refine,
+        # The control without privileged context: the same rows (chosen by the same verified
+        # programs), its teacher reading only the student's prompt.
+        "persd_onpolicy_open": solve_all + refine,
     }
 
 

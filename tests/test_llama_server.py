@@ -208,3 +208,38 @@ def test_batch_server_samples_n_seeded_and_refuses_bad_requests(
     assert too_long.status_code == 400 and "does not fit the context" in too_long.text
     assert broken.status_code == 400 and empty.status_code == 400
     assert "non-empty list" in empty.json()["error"]["message"]
+
+
+def test_the_server_samples_only_what_the_request_says(
+    server_cfg: ServerConfig, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server applies a repeat penalty of 1.1 (and top-k 40, min-p 0.05)
+    unless told otherwise; persd tells it, so the managed teacher's greedy reply is the
+    model's greedy reply (here: the same text as the in-process decoder's), while the legacy
+    setting, which keeps the old cache keys, reproduces the penalised reply."""
+    from persd.llm.student_llama import LlamaStudent
+
+    prompts = [
+        (Message(role="user", content="Write a Python class for a stack with push and pop."),)
+    ]
+    params = SamplingParams(max_new_tokens=64)
+
+    def ask(legacy: bool) -> tuple[str, str]:
+        cfg = TeacherConfig(server=server_cfg.model_copy(update={"legacy_sampling": legacy}))
+
+        async def go() -> tuple[str, str]:
+            async with open_teacher(cfg, run_dir=tmp_path / str(legacy)) as teacher:
+                (reply,) = await teacher.chat(prompts[0], params)
+                return reply.text, teacher._endpoint_id
+
+        return asyncio.run(go())
+
+    (plain, plain_id), (legacy, legacy_id) = ask(False), ask(True)
+    alone = LlamaStudent(smollm2_gguf, n_ctx=512, parallel=1, threads=1)
+    try:
+        greedy = alone.generate(prompts, params)[0][0].text
+    finally:
+        alone.close()
+    assert plain == greedy
+    assert legacy != greedy  # the penalty changed the greedy reply
+    assert plain_id == legacy_id + ":plain"  # and the two are cached apart

@@ -90,6 +90,32 @@ def test_keys_a_newer_version_added_count_only_when_set(tmp_path):
         store.bind(PoolConfig(limit=5, ngram=8))
 
 
+def test_an_older_run_dir_resumes_only_with_the_teacher_sampling_it_was_made_with(tmp_path):
+    """Teacher replies of a run made before teacher.server.legacy_sampling existed were drawn
+    under llama-cpp-python's defaults (repeat penalty 1.1): resuming it with plain sampling
+    would mix two teachers in one run, so the key's absence means true, not the default."""
+    import yaml
+
+    from persd.config import RunConfig
+    from persd.llm.teacher_config import ServerConfig, TeacherConfig
+    from persd.pipeline.context import IMPLIED_BEFORE
+    from persd.pipeline.run import OPERATIONAL
+
+    def config(legacy: bool) -> RunConfig:
+        server = ServerConfig(model="qwen2.5-coder-1.5b-instruct", legacy_sampling=legacy)
+        return RunConfig(teacher=TeacherConfig(api_key_env=None, server=server))
+
+    store = RunStore(tmp_path)
+    store.bind(config(True), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+    snapshot = tmp_path / "config.yaml"
+    old = yaml.safe_load(snapshot.read_text())
+    del old["teacher"]["server"]["legacy_sampling"]  # as an older persd wrote it
+    snapshot.write_text(yaml.safe_dump(old))
+    with pytest.raises(RunDirError, match=r"changed: teacher\.server\.legacy_sampling"):
+        store.bind(config(False), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+    store.bind(config(True), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+
+
 def test_templates_fill_every_placeholder_once():
     msgs = render_chat(
         "teacher_refine_paper",

@@ -104,8 +104,21 @@ class ManagedServers:
 
     @property
     def endpoint_id(self) -> str:
-        """Names the model, not the port (which changes every run), for stable cache keys."""
-        return f"llama.cpp:{self.model_path.name}:{self.model_path.stat().st_size}"
+        """Names the model, not the port (which changes every run), for stable cache keys, and
+        how the server samples: replies drawn under llama-cpp-python's own defaults (repeat
+        penalty 1.1, top-k 40, min-p 0.05; ``legacy_sampling``) keep the key they were cached
+        under, plain sampling gets its own."""
+        base = f"llama.cpp:{self.model_path.name}:{self.model_path.stat().st_size}"
+        return base if self.cfg.legacy_sampling else f"{base}:plain"
+
+    @property
+    def extra_body(self) -> dict[str, float | int]:
+        """Fields every request to these slots carries so the server samples only what the
+        request's temperature and top_p say: llama-cpp-python's server otherwise applies a
+        repeat penalty of 1.1 (greedy included), top-k 40 and min-p 0.05 of its own."""
+        if self.cfg.legacy_sampling:
+            return {}
+        return {"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}
 
     @property
     def base_urls(self) -> list[str]:

@@ -83,6 +83,7 @@ class OpenAITeacher:
         model: str | None = None,
         managed: bool = False,
         capacity: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         diagnose: Callable[[str], str | None] | None = None,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
@@ -91,6 +92,7 @@ class OpenAITeacher:
         self._urls = [u.rstrip("/") for u in (base_urls or [cfg.base_url])]
         self._endpoint_id = endpoint_id or self._urls[0]
         self._cache = cache
+        self._extra_body = dict(extra_body or {})  # server-specific fields sent with every call
         self._diagnose = diagnose
         calls, spent = cache.totals()  # a budget covers the run directory, resumed runs included
         self.budget = Budget(
@@ -174,6 +176,7 @@ class OpenAITeacher:
             "max_tokens": params.max_new_tokens,
             "seed": params.seed + first_index,
         }
+        body.update(self._extra_body)
         if params.stop:
             body["stop"] = list(params.stop)
         if n > 1:
@@ -335,6 +338,7 @@ async def open_teacher(
                 model=servers.model_name,
                 managed=True,
                 capacity=servers.capacity,
+                extra_body=servers.extra_body,
                 diagnose=servers.diagnose,
                 event_hooks=event_hooks,
             )

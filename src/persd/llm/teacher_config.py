@@ -30,10 +30,26 @@ class ServerConfig(BaseModel):
     n_ctx: int = Field(
         4096, ge=256, description="context window (tokens) of each slot (of each sequence)"
     )
+    legacy_sampling: bool = Field(
+        False,
+        description="leave llama-cpp-python's server sampling defaults in place (repeat penalty "
+        "1.1, top-k 40, min-p 0.05), as persd did before it sent them; only to reuse the teacher "
+        "cache of a run recorded then. False: the server samples exactly the request's "
+        "temperature and top_p",
+    )
     chat_format: str | None = Field(
         None, description="llama-cpp-python chat format; None: the template inside the GGUF"
     )
     startup_timeout_s: float = Field(120.0, gt=0, description="wait this long for /v1/models")
+
+    @model_validator(mode="after")
+    def _batch_server_samples_plainly(self) -> ServerConfig:
+        if self.parallel > 1 and self.legacy_sampling:
+            raise ValueError(
+                "legacy_sampling is llama-cpp-python's server (parallel: 1); persd's batch "
+                "server samples only temperature and top_p"
+            )
+        return self
 
 
 class TeacherConfig(BaseModel):

@@ -46,6 +46,12 @@ OPERATIONAL = (
 )
 
 
+# Settings added for behaviour older persd had without a key: what an older run directory's
+# snapshot meant by not having them. Its teacher replies were drawn under llama-cpp-python's
+# server defaults (repeat penalty 1.1), so it resumes only with legacy_sampling: true.
+IMPLIED_BEFORE: dict[str, object] = {"teacher.server.legacy_sampling": True}
+
+
 class StageTimer:
     """Wall seconds per stage name, summed over every time the stage ran (summary.json)."""
 
@@ -85,7 +91,13 @@ class RunContext:
         self.config, self.progress = config, progress or LogProgress()
         self.verbose = verbose  # third-party output of stage processes on the terminal
         self.store = RunStore(run_dir)
-        self.store.bind(config, force=force, operational=OPERATIONAL, check_only=dry_run)
+        self.store.bind(
+            config,
+            force=force,
+            operational=OPERATIONAL,
+            implied=IMPLIED_BEFORE,
+            check_only=dry_run,
+        )
         self.make_student = make_student
         self.timer = StageTimer()
         self.teacher_calls_new = 0

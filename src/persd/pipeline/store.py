@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -154,13 +154,16 @@ class RunStore:
         *,
         force: bool = False,
         operational: tuple[str, ...] = (),
+        implied: Mapping[str, object] | None = None,
         check_only: bool = False,
     ) -> None:
         """Create the directory, or check it belongs to ``config`` (no silent stacking).
 
         Keys under an ``operational`` prefix (worker counts, timeouts, budgets) change how a
-        run executes, not what it computes, so they may differ on resume. ``check_only`` (a
-        dry run) checks and writes nothing, not even the directory.
+        run executes, not what it computes, so they may differ on resume. A key absent from an
+        older snapshot held its default, unless ``implied`` names the value its absence meant
+        (a setting added for behaviour that older persd had without saying so). ``check_only``
+        (a dry run) checks and writes nothing, not even the directory.
         """
         if not check_only:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -174,11 +177,16 @@ class RunStore:
             # A key a newer persd added is absent from an older snapshot: it changed nothing
             # when it holds its default.
             defaults = type(config)().model_dump(mode="json")
+            implied = dict(implied or {})
+
+            def was(key: str) -> object:  # what an absent key meant in the old snapshot
+                return implied[key] if key in implied else _lookup(defaults, key)
+
             changed = sorted(
                 k
                 for k in _diff_keys(old, yaml.safe_load(text))
                 if not any(k == p or k.startswith(p + ".") for p in operational)
-                and not (_missing(old, k) and _lookup(defaults, k) == _lookup(new_data, k))
+                and not (_missing(old, k) and was(k) == _lookup(new_data, k))
             )
         if changed and not force:
             raise RunDirError(
