@@ -170,11 +170,6 @@ class ManagedServers:
         if cfg.parallel > 1:  # persd's batch server: all requests in flight in one batch
             args = [sys.executable, "-m", "persd.llm.batch_server", *common,
                     "--parallel", str(cfg.parallel), "--threads", threads]  # fmt: skip
-            if cfg.chat_format:
-                raise ServerError(
-                    "teacher.server.chat_format is llama-cpp-python's setting; with "
-                    "parallel > 1 the prompt is rendered from the GGUF's own template"
-                )
         else:
             args = [sys.executable, "-m", "persd.llm.server", *common,
                     "--n_threads", threads, "--n_threads_batch", threads]  # fmt: skip

@@ -49,6 +49,11 @@ class ServerConfig(BaseModel):
                 "legacy_sampling is llama-cpp-python's server (parallel: 1); persd's batch "
                 "server samples only temperature and top_p"
             )
+        if self.parallel > 1 and self.chat_format:
+            raise ValueError(
+                "chat_format is llama-cpp-python's setting (parallel: 1); persd's batch "
+                "server renders prompts from the GGUF's own template"
+            )
         return self
 
 
