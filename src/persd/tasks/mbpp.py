@@ -105,6 +105,35 @@ def mbpp_prompt(instruction: str, example: str) -> str:
     )
 
 
+def entry_signature(code: str, entry_point: str) -> str | None:
+    """The ``def`` line(s) of ``entry_point`` in the gold code, or None when there is none.
+
+    Only the signature is taken: helpers and imports of the gold code stay out of the prompt,
+    since they can hold part of the solution (the paper's prompt leaks MBPP/601's whole class).
+    """
+    try:
+        tree = ast.parse(_lf(code))
+    except SyntaxError:
+        return None
+    lines = _lf(code).split("\n")
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == entry_point:
+            first, body = node.lineno - 1, node.body[0].lineno - 1
+            if body <= first:  # ``def f(x): return x`` on one line
+                return None
+            return "\n".join(line.rstrip() for line in lines[first:body]).strip()
+    return None
+
+
+def mbpp_signature_prompt(instruction: str, example: str, signature: str) -> str:
+    """The student's prompt in HumanEval's shape: the signature, then a docstring holding the
+    instruction and one example, indented as the function's own."""
+    text = "\n    ".join(line.strip() for line in instruction.strip().splitlines())
+    return prompt_template("mbpp_prompt_signature.txt").format(
+        signature=signature, instruction=text, example=example
+    )
+
+
 def task_from_row(row: Mapping[str, Any], *, path: str = DATA_FILE, line: int = 0) -> Task:
     """One MBPP row as a Task; raises DataError naming the field that does not fit."""
     for name in _FIELDS:
