@@ -1,15 +1,17 @@
-"""HumanEval greedy evaluation of the default student: one sequence at a time against many.
+"""HumanEval greedy evaluation of the default student: one sequence at a time against many,
+and with prompt-lookup drafts.
 
 Runs the same evaluation (``persd.pipeline.evaluate.evaluate_model``, as ``persd eval`` does:
 the student's chat prompts, greedy, 384 new tokens at most, stopped once the program is
 answered, scored in the sandbox) with the llama.cpp student decoding ``parallel`` sequences
-together, for each value given; the first is the baseline, measured in the same run. Prints
+together, for each value given (``P+L``: P sequences with up to L prompt-lookup draft tokens
+each, ``student.lookup``); the first is the baseline, measured in the same run. Prints
 wall time, generation time, pass@1, the ratio to the baseline, and how far greedy outputs
 agree per task (identical text; same verdict), with the paired test of the two pass/fail
 lists: batching changes the order of floating-point sums, so the last bits of the logits, and
 a near tie between two tokens can go the other way.
 
-    python benchmarks/bench_humaneval_eval.py [--parallel 1,16] [--limit N] [--out DIR]
+    python benchmarks/bench_humaneval_eval.py [--parallel 1,16,16+8] [--limit N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -35,18 +37,27 @@ def _samples(out: Path) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
-    ap.add_argument("--parallel", default="1,16", help="comma-separated; the first is the baseline")
+    ap.add_argument(
+        "--parallel",
+        default="1,16,16+8",
+        help="comma-separated P or P+L (L lookup draft tokens); the first is the baseline",
+    )
     ap.add_argument("--limit", type=int, default=None, help="a seeded sample (default: all 164)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench-humaneval-eval"))
     args = ap.parse_args()
     tasks = benchmark_tasks("humaneval", EvalStageConfig(limit=args.limit))
     rows = []
-    for parallel in (int(p) for p in args.parallel.split(",")):
+    for parallel in args.parallel.split(","):
+        p, _, lookup = parallel.partition("+")
         out = args.out / f"parallel-{parallel}"
         shutil.rmtree(out, ignore_errors=True)  # a resumed journal would not be timed
         cfg = StudentConfig(
-            model=args.model, backend="llama_cpp", parallel=parallel, threads=args.threads
+            model=args.model,
+            backend="llama_cpp",
+            parallel=int(p),
+            lookup=int(lookup or 0),
+            threads=args.threads,
         )
         start = time.perf_counter()
         report = evaluate_model(
@@ -55,7 +66,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         rows.append((parallel, wall, report, _samples(out)))
         print(
-            f"parallel {parallel:2d}: wall {wall:7.1f} s, generation {report.generate_s:7.1f} s, "
+            f"parallel {parallel:>4}: wall {wall:7.1f} s, generation {report.generate_s:7.1f} s, "
             f"pass@1 {100 * report.pass1('base', 0):.1f}% on {len(tasks)} tasks",
             flush=True,
         )
@@ -83,7 +94,7 @@ def main() -> None:
         }
         summary.append(line)
         print(
-            f"parallel {parallel:2d} vs {base_p}: {line['speedup_wall']:.2f}x wall, "
+            f"parallel {parallel:>4} vs {base_p}: {line['speedup_wall']:.2f}x wall, "
             f"{line['speedup_generation']:.2f}x generation; identical greedy text "
             f"{same_text}/{len(base)}, same verdict {same_verdict}/{len(base)}; "
             f"pass/fail {pair.describe()}"

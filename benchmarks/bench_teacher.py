@@ -4,7 +4,11 @@ Baseline: the first configuration, measured in the same run. Each configuration 
 cache (no hits), one warm-up request per slot, then all prompts at once through the teacher
 client (concurrency = what the slots answer at once). Greedy decoding. A configuration
 ``SxTpP`` is S slots of persd's batch server, each decoding P requests together with T threads
-(``teacher.server.parallel``); ``SxT`` is S llama-cpp-python servers, one request each.
+(``teacher.server.parallel``); ``SxT`` is S llama-cpp-python servers, one request each; a
+suffix ``lL`` adds L prompt-lookup draft tokens (``teacher.server.lookup``, persd's batch
+server even at P = 1). ``--from-run`` replays the conversations a run sent its teacher (a
+stage file: ``refinements.jsonl``), where the model restates code it was shown, instead of the
+built-in "write a function" prompts.
 Greedy text of the two servers can differ in the last bits of the logits, so the table also
 counts the replies identical to the first configuration's.
 
@@ -12,12 +16,16 @@ counts the replies identical to the first configuration's.
     python benchmarks/bench_teacher.py --model qwen2.5-coder-0.5b-instruct --prompts 8
     python benchmarks/bench_teacher.py --configs 1x1,2x1,4x1 --max-tokens 128
     python benchmarks/bench_teacher.py --configs 2x1,1x2p4,1x2p8 --prompts 16
+    python benchmarks/bench_teacher.py --model qwen2.5-coder-1.5b-instruct --configs 2x1,2x1l8 \
+        --from-run results/default-run/refinements.jsonl --prompts 25 --max-tokens 512
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import json
 import os
 import subprocess
 import tempfile
@@ -46,15 +54,25 @@ TASKS = [
 ]
 
 
-def prompts(n: int) -> list[tuple[Message, ...]]:
-    return [
-        (Message(role="user", content=f"Write a Python function to {TASKS[i % len(TASKS)]}."),)
-        for i in range(n)
-    ]
+def prompts(n: int, stage_file: Path | None = None) -> list[tuple[Message, ...]]:
+    """The first ``n`` conversations of a stage file, or ``n`` built-in requests."""
+    if stage_file is None:
+        return [
+            (Message(role="user", content=f"Write a Python function to {TASKS[i % len(TASKS)]}."),)
+            for i in range(n)
+        ]
+    out = []
+    with stage_file.open(encoding="utf-8") as f:
+        for line in f:
+            msgs = json.loads(line)["messages"]
+            if isinstance(msgs, str):  # older records kept the list's repr
+                msgs = ast.literal_eval(msgs)
+            out.append(tuple(Message(role=m["role"], content=m["content"]) for m in msgs))
+    return out[:n]
 
 
 async def measure(
-    servers: ManagedServers, n_prompts: int, max_tokens: int, cache_dir: Path
+    servers: ManagedServers, convs: list[tuple[Message, ...]], max_tokens: int, cache_dir: Path
 ) -> tuple[float, list[str], int]:
     """(wall seconds, reply texts, completion tokens) for all prompts at once."""
     cfg = TeacherConfig(concurrency=servers.capacity, max_attempts=1, timeout_s=600)
@@ -74,7 +92,7 @@ async def measure(
                                for i in range(len(servers.base_urls))))  # fmt: skip
         params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
         t0 = time.perf_counter()
-        replies = await asyncio.gather(*(teacher.chat(p, params) for p in prompts(n_prompts)))
+        replies = await asyncio.gather(*(teacher.chat(p, params) for p in convs))
         wall = time.perf_counter() - t0
     finally:
         await teacher.aclose()
@@ -99,8 +117,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct", help="registry name or GGUF path")
     ap.add_argument(
-        "--configs", default="1x1,2x1,1x2", help="SLOTSxTHREADS[pPARALLEL], comma separated"
+        "--configs",
+        default="1x1,2x1,1x2",
+        help="SLOTSxTHREADS[pPARALLEL][lLOOKUP], comma separated",
     )
+    ap.add_argument("--from-run", type=Path, default=None, help="a stage file of teacher calls")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--n-ctx", type=int, default=1024)
@@ -108,22 +129,24 @@ def main() -> None:
 
     print(f"cpus={os.cpu_count()} before: {busy_processes({os.getpid()})}")
     rows = []
+    convs = prompts(args.prompts, args.from_run)
     for spec in args.configs.split(","):
-        shape, _, parallel = spec.lower().partition("p")
+        rest, _, lookup = spec.lower().partition("l")
+        shape, _, parallel = rest.partition("p")
         slots, threads = (int(x) for x in shape.split("x"))
         cfg = ServerConfig(model=args.model, slots=slots, threads_per_slot=threads,
-                           parallel=int(parallel or 1), n_ctx=args.n_ctx)  # fmt: skip
+                           parallel=int(parallel or 1), lookup=int(lookup or 0),
+                           n_ctx=args.n_ctx)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp, ManagedServers(cfg, log_dir=Path(tmp)) as srv:
-            wall, texts, tokens = asyncio.run(
-                measure(srv, args.prompts, args.max_tokens, Path(tmp))
-            )
+            wall, texts, tokens = asyncio.run(measure(srv, convs, args.max_tokens, Path(tmp)))
             others = busy_processes({os.getpid(), *srv.pids})
         rows.append((spec, wall, texts, tokens))
         print(f"{spec}: {wall:.2f}s {len(texts)} requests {tokens} tokens; right after, "
               f"others: {others}")  # fmt: skip
 
     base_tps = rows[0][3] / rows[0][1]
-    print(f"\nmodel {args.model}, {args.prompts} prompts x {args.max_tokens} max tokens, greedy")
+    print(f"\nmodel {args.model}, {len(convs)} prompts x {args.max_tokens} max tokens, greedy"
+          f"{', from ' + str(args.from_run) if args.from_run else ''}")  # fmt: skip
     first = rows[0][2]
     print(f"{'config':>10} {'wall s':>8} {'tok/s':>8} {'req/s':>7} {'vs ' + rows[0][0]:>9} "
           f"{'same text':>10}")  # fmt: skip

@@ -243,3 +243,20 @@ def test_the_server_samples_only_what_the_request_says(
     assert plain == greedy
     assert legacy != greedy  # the penalty changed the greedy reply
     assert plain_id == legacy_id + ":plain"  # and the two are cached apart
+
+
+def test_lookup_starts_the_batch_server_even_for_one_sequence(
+    server_cfg: ServerConfig, tmp_path: Path
+) -> None:
+    cfg = server_cfg.model_copy(update={"lookup": 4, "n_ctx": 512})
+    assert cfg.batched and not server_cfg.batched
+    body = {"model": "x", "messages": [{"role": "user", "content": "Repeat: a b c d e f g"}],
+            "temperature": 0.0, "max_tokens": 16}  # fmt: skip
+    with ManagedServers(cfg, log_dir=tmp_path) as servers:
+        (url,) = servers.base_urls
+        reply = httpx.post(f"{url}/chat/completions", json=body, timeout=120).json()
+    assert reply["choices"][0]["message"]["content"]
+    assert "lookup 4" in (tmp_path / "llama-server-0.log").read_text()
+    for conflict in ({"legacy_sampling": True}, {"chat_format": "chatml"}):
+        with pytest.raises(ValueError, match="lookup: 0"):
+            ServerConfig(model=cfg.model, lookup=4, **conflict)

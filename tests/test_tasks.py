@@ -12,7 +12,7 @@ from persd.errors import PersdError
 from persd.tasks import BENCHMARKS, load_benchmark, load_humaneval, load_mbpp
 from persd.tasks.asserts import assert_to_test, calls_name
 from persd.tasks.docstring import extract_examples, instruction_text
-from persd.tasks.mbpp import entry_point_of, split_of
+from persd.tasks.mbpp import entry_point_of, entry_signature, mbpp_signature_prompt, split_of
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,25 @@ def test_mbpp_entry_point_is_the_tested_function_not_a_helper():
 
 
 # --- load_benchmark ------------------------------------------------------------------------
+
+
+def test_mbpp_prompt_in_humaneval_shape_is_the_gold_signature_and_a_docstring(mbpp):
+    """Every MBPP task has its tested function's ``def`` in the gold code; the prompt built on
+    it parses with a body appended, names the entry point, and shows no gold helper."""
+    for task in mbpp:
+        signature = entry_signature(task.reference, task.entry_point)
+        assert signature is not None, task.id
+        example = task.prompt.split(">>> Example: ", 1)[1].split("\n", 1)[0]
+        prompt = mbpp_signature_prompt(task.instruction, example, signature)
+        tree = ast.parse(prompt + "    pass\n")
+        (fn,) = tree.body
+        assert isinstance(fn, ast.FunctionDef) and fn.name == task.entry_point, task.id
+        assert task.instruction.split()[0] in ast.get_docstring(fn), task.id
+    # MBPP/601's gold code defines a whole class before the function; none of it is shown.
+    (t601,) = [t for t in mbpp if t.id == "MBPP/601"]
+    shown = mbpp_signature_prompt("x", "y", entry_signature(t601.reference, t601.entry_point))
+    assert "class" not in shown and shown.startswith("def max_chain_length(")
+    assert entry_signature("def f(x): return x", "f") is None  # no body line to cut at
 
 
 def test_load_benchmark_by_name():

@@ -62,6 +62,43 @@ class _Seq:
     out: bytearray = field(default_factory=bytearray)
     n_out: int = 0
     last: int = -1  # the token sampled last: fed at the next step
+    fresh: list[int] = field(default_factory=list)  # tokens sampled this step, in order
+    draft: list[int] = field(default_factory=list)  # guessed tokens fed after ``last``
+    lookup: PromptLookup | None = None
+
+
+class PromptLookup:
+    """Draft tokens for a sequence by finding its last ``ngram`` tokens earlier in its own
+    context (the prompt and what it wrote) and proposing what followed them there.
+
+    Models copy: a HumanEval answer restates the prompt's signature and docstring, a
+    refinement restates most of the code it fixes. Decoding a copied span one token per step
+    wastes steps; feeding the guessed continuation in the same ``llama_decode`` call checks it
+    in one pass (prompt-lookup decoding). A guessed token is kept only while it equals the
+    token sampled at its place from the model's own logits, so the tokens are the model's,
+    sampled in the same order with the same sampler; only the batch shapes differ.
+    """
+
+    def __init__(self, ids: Sequence[int], ngram: int) -> None:
+        self.ids = list(ids)
+        self.ngram = ngram
+        self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index after its latest use
+        for end in range(ngram, len(self.ids)):
+            self._after[tuple(self.ids[end - ngram : end])] = end
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        n = self.ngram
+        for t in tokens:
+            end = len(self.ids)  # the current suffix is about to stop being the suffix
+            if end >= n:
+                self._after[tuple(self.ids[end - n : end])] = end
+            self.ids.append(t)
+
+    def draft(self, most: int) -> list[int]:
+        if most <= 0 or len(self.ids) < self.ngram:
+            return []
+        start = self._after.get(tuple(self.ids[-self.ngram :]))
+        return [] if start is None else self.ids[start : start + most]
 
 
 def _sampler(llama_cpp: Any, params: SamplingParams, seed: int) -> Any:
@@ -168,17 +205,22 @@ class BatchDecoder:
         ctx_per_seq: int,
         threads: int,
         batch_tokens: int = 512,
+        lookup: int = 0,
+        lookup_ngram: int = 3,
     ) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.parallel, self.ctx_per_seq = parallel, ctx_per_seq
+        self.lookup, self.lookup_ngram = lookup, lookup_ngram
+        # Every in-flight sequence's rows (its last token and its draft) go in the first call.
+        batch_tokens = max(batch_tokens, parallel * (1 + lookup))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = parallel * ctx_per_seq
         params.n_seq_max = parallel
         params.kv_unified = False  # one KV stream per sequence: attention reads only its own
-        params.n_batch = max(batch_tokens, parallel)
-        params.n_ubatch = max(batch_tokens, parallel)
+        params.n_batch = batch_tokens
+        params.n_ubatch = batch_tokens
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
@@ -204,6 +246,7 @@ class BatchDecoder:
         self._mem = llama_cpp.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
         self.threads = ThreadChooser(llama_cpp, self.ctx, threads)
+        self.drafted = self.accepted = 0  # draft tokens fed, and kept (``lookup`` > 0)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -314,6 +357,7 @@ class BatchDecoder:
                             stream=heapq.heappop(free),
                             sampler=_sampler(lib, r.params, r.seed),
                             max_new=min(r.params.max_new_tokens, self.ctx_per_seq - len(r.ids)),
+                            lookup=PromptLookup(r.ids, self.lookup_ngram) if self.lookup else None,
                         )
                     )
                     budget -= len(r.ids)
@@ -359,29 +403,32 @@ class BatchDecoder:
         self._lib.llama_memory_seq_rm(self._mem, seq.stream, -1, -1)
 
     def _step(self, active: list[_Seq], new: list[_Seq]) -> None:
-        """Feed each active sequence's last token and every new prompt, in as many
-        ``llama_decode`` calls as the batch size needs, and sample each sequence's next token
-        from the logits of its final row (kept for that row only)."""
+        """Feed each active sequence's last token and its draft, then every new prompt, in as
+        many ``llama_decode`` calls as the batch size needs; sample each sequence's next
+        tokens into ``fresh``: one from a prompt's final row, and from an active sequence's
+        rows in order while each sampled token equals the draft token fed after it."""
         b = self._batch
         # In stream order: llama.cpp's split of a batch over KV streams cuts it wherever the
         # next row's stream is not the next stream (measured: 16 rows in arrival order
         # cost 1.6 x the same rows in stream order once prompts had been re-admitted).
-        rows = [(seq, seq.last, seq.pos) for seq in sorted(active, key=lambda q: q.stream)]
+        rows: list[tuple[_Seq, int, int, bool]] = []
+        for seq in sorted(active, key=lambda q: q.stream):
+            rows.append((seq, seq.last, seq.pos, True))
+            rows += [(seq, t, seq.pos + 1 + i, True) for i, t in enumerate(seq.draft)]
         for seq in new:
-            rows += [(seq, t, p) for p, t in enumerate(seq.request.ids)]
-        last_row = {id(seq): k for k, (seq, _, _) in enumerate(rows)}  # the later row wins
+            last = len(seq.request.ids) - 1
+            rows += [(seq, t, p, p == last) for p, t in enumerate(seq.request.ids)]
         for start in range(0, len(rows), self.n_batch):
             chunk = rows[start : start + self.n_batch]
-            ends = []
-            for j, (seq, tok, pos) in enumerate(chunk):
+            sample: dict[int, tuple[_Seq, list[int]]] = {}  # id(seq) -> its logit rows
+            for j, (seq, tok, pos, want) in enumerate(chunk):
                 b.token[j] = tok
                 b.pos[j] = pos
                 b.n_seq_id[j] = 1
                 b.seq_id[j][0] = seq.stream
-                want = last_row[id(seq)] == start + j
                 b.logits[j] = want
                 if want:
-                    ends.append((seq, j))
+                    sample.setdefault(id(seq), (seq, []))[1].append(j)
             b.n_tokens = len(chunk)
             threads = self.threads.pick()
             started = time.perf_counter()
@@ -389,12 +436,28 @@ class BatchDecoder:
             self.threads.record(threads, time.perf_counter() - started, len(chunk))
             if rc != 0:
                 raise PersdError(f"llama.cpp decode failed (code {rc}) with {len(chunk)} tokens")
-            for seq, j in ends:  # before the next call overwrites the logits
-                seq.last = int(self._lib.llama_sampler_sample(seq.sampler, self.ctx, j))
+            for seq, js in sample.values():  # before the next call overwrites the logits
+                seq.fresh = self._verify(seq, js)
         for seq in active:
-            seq.pos += 1
+            kept = len(seq.fresh)  # ``last`` and the kept draft tokens are in the cache now
+            self.drafted += len(seq.draft)
+            self.accepted += kept - 1
+            if kept <= len(seq.draft):  # a draft token was refused: drop its cells and after
+                self._lib.llama_memory_seq_rm(self._mem, seq.stream, seq.pos + kept, -1)
+            seq.pos += kept
         for seq in new:
             seq.pos = len(seq.request.ids)
+
+    def _verify(self, seq: _Seq, rows: list[int]) -> list[int]:
+        """Sample at each row in turn; stop after the first token that differs from the draft
+        token fed at the next row (or after the last row)."""
+        out: list[int] = []
+        for i, j in enumerate(rows):
+            tok = int(self._lib.llama_sampler_sample(seq.sampler, self.ctx, j))
+            out.append(tok)
+            if i >= len(seq.draft) or tok != seq.draft[i]:
+                break
+        return out
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -408,8 +471,22 @@ class BatchDecoder:
         return piece
 
     def _advance(self, seq: _Seq) -> Generation | None:
-        """Take the token just sampled; the sequence's generation if that ended it."""
-        tok = seq.last
+        """Take the tokens just sampled, in order; the sequence's generation if one ended it,
+        else the next draft is guessed and ``seq.last`` is fed at the next step."""
+        for tok in seq.fresh:
+            gen = self._take(seq, tok)
+            if gen is not None:
+                return gen
+        seq.last = seq.fresh[-1]
+        seq.draft = []
+        if seq.lookup is not None:
+            seq.lookup.extend(seq.fresh)
+            room = min(seq.max_new - seq.n_out, self.ctx_per_seq - seq.pos) - 1
+            seq.draft = seq.lookup.draft(min(self.lookup, room))
+        return None
+
+    def _take(self, seq: _Seq, tok: int) -> Generation | None:
+        """Append one sampled token; the generation if it ends the sequence."""
         if self._lib.llama_vocab_is_eog(self._vocab, tok):
             return self._done(seq, seq.out.decode("utf-8", errors="replace"), "stop")
         p = seq.request.params
@@ -428,7 +505,7 @@ class BatchDecoder:
                 return self._done(seq, text, "stop")
         if seq.n_out >= seq.max_new:
             return self._done(seq, text or seq.out.decode("utf-8", errors="replace"), "length")
-        return None  # seq.last is fed at the next step
+        return None
 
     def _done(self, seq: _Seq, text: str, reason: FinishReason) -> Generation:
         return Generation(

@@ -13,7 +13,7 @@ the GGUF's own chat template, as the student's prompts are. ``n`` samples of one
 seeds ``seed .. seed+n-1``, and a sample's tokens do not depend on what else is in the batch,
 so the same request gives the same reply however busy the server is.
 
-Started by ``ManagedServers`` (``teacher.server.parallel`` > 1) as
+Started by ``ManagedServers`` (``teacher.server.parallel`` > 1 or ``lookup`` > 0) as
 ``python -m persd.llm.batch_server``; it exits when persd does (``server.watch_parent``).
 """
 
@@ -68,11 +68,13 @@ def messages(body: dict[str, Any]) -> list[Message]:
 class Engine:
     """The model, its renderer and the decoding thread; ``complete`` is thread-safe."""
 
-    def __init__(self, model_path: str, *, parallel: int, ctx_per_seq: int, threads: int):
+    def __init__(
+        self, model_path: str, *, parallel: int, ctx_per_seq: int, threads: int, lookup: int = 0
+    ) -> None:
         from persd.llm.student_llama import LlamaStudent
 
         self.student = LlamaStudent(
-            model_path, n_ctx=ctx_per_seq, parallel=parallel, threads=threads
+            model_path, n_ctx=ctx_per_seq, parallel=parallel, threads=threads, lookup=lookup
         )
         self._inbox: queue.Queue[Ticket | None] = queue.Queue()
         self.failure: BaseException | None = None
@@ -196,19 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=8, help="sequences decoded at once")
     ap.add_argument("--n_ctx", type=int, default=4096, help="context of each sequence")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lookup", type=int, default=0, help="prompt-lookup draft tokens (0: off)")
     args = ap.parse_args(argv)
 
     from persd.llm.server import watch_parent
 
     watch_parent()
     engine = Engine(args.model, parallel=args.parallel, ctx_per_seq=args.n_ctx,
-                    threads=args.threads)  # fmt: skip
+                    threads=args.threads, lookup=args.lookup)  # fmt: skip
     httpd = ThreadingHTTPServer((args.host, args.port), make_handler(engine, args.model_alias))
     httpd.daemon_threads = True
     # The slot's log (stdout): what this server is, for whoever reads the run's logs/.
     sys.stdout.write(
         f"persd batch server: {args.model_alias}, {args.parallel} sequences x {args.n_ctx} "
-        f"tokens, {args.threads} threads, http://{args.host}:{args.port}/v1\n"
+        f"tokens, {args.threads} threads, lookup {args.lookup}, "
+        f"http://{args.host}:{args.port}/v1\n"
     )
     sys.stdout.flush()
     try:

@@ -167,9 +167,10 @@ class ManagedServers:
             "--model", str(self.model_path), "--model_alias", self.model_name,
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(cfg.n_ctx),
         ]  # fmt: skip
-        if cfg.parallel > 1:  # persd's batch server: all requests in flight in one batch
+        if cfg.batched:  # persd's batch server: all requests in flight in one batch
             args = [sys.executable, "-m", "persd.llm.batch_server", *common,
-                    "--parallel", str(cfg.parallel), "--threads", threads]  # fmt: skip
+                    "--parallel", str(cfg.parallel), "--threads", threads,
+                    "--lookup", str(cfg.lookup)]  # fmt: skip
         else:
             args = [sys.executable, "-m", "persd.llm.server", *common,
                     "--n_threads", threads, "--n_threads_batch", threads]  # fmt: skip

@@ -57,6 +57,13 @@ class StudentConfig(BaseModel):
         description="llama_cpp: sequences decoded together; 16 gives 2.5x the tokens/s of one "
         "stream on 2 cores (docs/BENCHMARKS.md), each costs n_ctx tokens of KV cache",
     )
+    lookup: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="llama_cpp: draft tokens guessed per step from the sequence's own context "
+        "(prompt-lookup decoding; 0: off); every kept token is the one the model samples",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm")
     max_lora_rank: int = Field(64, ge=1, description="vllm: largest adapter rank it accepts")
@@ -112,6 +119,7 @@ def load_student(config: StudentConfig) -> Student:
             n_ctx=config.n_ctx,
             parallel=config.parallel,
             threads=config.threads,
+            lookup=config.lookup,
             lora_path=lora,
             name=resolved.name,
         )

@@ -49,6 +49,7 @@ class LlamaStudent:
         n_ctx: int = 2048,
         parallel: int = 16,
         threads: int | None = None,
+        lookup: int = 0,
         lora_path: Path | str | None = None,
         name: str | None = None,
     ) -> None:
@@ -78,7 +79,7 @@ class LlamaStudent:
                     **kw,
                 )
                 self.decoder = BatchDecoder(
-                    self.llm, parallel=parallel, ctx_per_seq=n_ctx, threads=threads
+                    self.llm, parallel=parallel, ctx_per_seq=n_ctx, threads=threads, lookup=lookup
                 )
         except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
             raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None

@@ -27,6 +27,14 @@ class ServerConfig(BaseModel):
         description="requests each slot decodes together in one llama.cpp batch (persd's batch "
         "server); 1: llama-cpp-python's server, one request at a time",
     )
+    lookup: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="draft tokens guessed per step from each request's own context "
+        "(prompt-lookup decoding, persd's batch server; 0: off); a refinement restates most of "
+        "the code it fixes, and every kept token is the one the model samples",
+    )
     n_ctx: int = Field(
         4096, ge=256, description="context window (tokens) of each slot (of each sequence)"
     )
@@ -42,17 +50,22 @@ class ServerConfig(BaseModel):
     )
     startup_timeout_s: float = Field(120.0, gt=0, description="wait this long for /v1/models")
 
+    @property
+    def batched(self) -> bool:
+        """Whether the slots are persd's batch server (``parallel`` > 1 or ``lookup``)."""
+        return self.parallel > 1 or self.lookup > 0
+
     @model_validator(mode="after")
     def _batch_server_samples_plainly(self) -> ServerConfig:
-        if self.parallel > 1 and self.legacy_sampling:
+        if self.batched and self.legacy_sampling:
             raise ValueError(
-                "legacy_sampling is llama-cpp-python's server (parallel: 1); persd's batch "
-                "server samples only temperature and top_p"
+                "legacy_sampling is llama-cpp-python's server (parallel: 1, lookup: 0); persd's "
+                "batch server samples only temperature and top_p"
             )
-        if self.parallel > 1 and self.chat_format:
+        if self.batched and self.chat_format:
             raise ValueError(
-                "chat_format is llama-cpp-python's setting (parallel: 1); persd's batch "
-                "server renders prompts from the GGUF's own template"
+                "chat_format is llama-cpp-python's setting (parallel: 1, lookup: 0); persd's "
+                "batch server renders prompts from the GGUF's own template"
             )
         return self
 

@@ -42,6 +42,7 @@ OPERATIONAL = (
     "teacher.server.slots",
     "teacher.server.threads_per_slot",
     "teacher.server.parallel",  # which server decodes; replies already cached are reused
+    "teacher.server.lookup",  # drafts checked against the model's own sampling, as parallel
     "teacher.server.startup_timeout_s",
 )
 
