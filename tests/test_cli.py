@@ -107,3 +107,10 @@ def test_an_unreachable_teacher_fails_in_seconds_naming_the_keys(tmp_path: Path)
     # ~2 s here; the bound only catches a return of minutes of student work before failing.
     assert took < 60, took
     assert not list((tmp_path / "r").glob("*.jsonl"))  # no stage ran
+
+
+def test_eval_refuses_an_unknown_mbpp_shape_in_one_line() -> None:
+    result = _persd("eval", "-m", "smollm2-135m-instruct", "-b", "mbpp-test", "--mbpp-shape", "x")
+    assert result.returncode == 1
+    assert "error: --mbpp-shape x: expected 'docstring' or 'signature'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -356,3 +356,25 @@ def test_other_asserts_stay_raw():
     ):
         test = assert_to_test(statement, "f" if "f(" in statement else "area")
         assert (test.kind, test.source) == ("assert", statement)
+
+
+def test_prompt_mbpp_shape_reaches_the_pool_and_the_benchmark():
+    """``prompt.mbpp_shape: signature`` gives the pool (so attempts, teacher requests and the
+    gate's validation tasks) and the MBPP-test benchmark the same HumanEval-shaped prompts;
+    the default keeps the docstring prompt every recorded run used."""
+    from persd.llm.chat_templates import PromptConfig
+    from persd.pipeline.config import EvalStageConfig, PoolConfig
+    from persd.pipeline.evaluate import benchmark_tasks
+    from persd.pipeline.pool_stage import load_pool
+
+    pool = PoolConfig(source="mbpp-validation", limit=5, validation=0, decontaminate=False)
+    signed = load_pool(pool, mbpp_shape="signature").tasks
+    plain = load_pool(pool).tasks
+    assert [t.id for t in signed] == [t.id for t in plain]
+    assert all(t.prompt.startswith(f"def {t.entry_point}(") for t in signed)
+    assert all(t.prompt.startswith('"""') for t in plain)
+    bench = benchmark_tasks(
+        "mbpp-test", EvalStageConfig(limit=3), PromptConfig(mbpp_shape="signature")
+    )
+    assert all(t.prompt.startswith(f"def {t.entry_point}(") for t in bench)
+    assert PromptConfig().mbpp_shape == "docstring"

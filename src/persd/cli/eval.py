@@ -48,6 +48,9 @@ def eval_command(
     backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
     chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
     seed: Annotated[int, typer.Option()] = 0,
+    mbpp_shape: Annotated[
+        str, typer.Option(help="MBPP prompts: 'docstring' or 'signature' (prompt.mbpp_shape).")
+    ] = "docstring",
     out: Annotated[
         Path | None,
         typer.Option(help="Write report.json and samples here; rerun with it to resume."),
@@ -56,8 +59,12 @@ def eval_command(
     """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
         raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
+    from persd.llm.chat_templates import PromptConfig
     from persd.pipeline.config import EvalStageConfig
     from persd.pipeline.evaluate import evaluate_model
+
+    if mbpp_shape not in ("docstring", "signature"):
+        raise PersdError(f"--mbpp-shape {mbpp_shape}: expected 'docstring' or 'signature'")
 
     cfg = EvalStageConfig(
         limit=limit,
@@ -80,7 +87,13 @@ def eval_command(
                 err_console.print(f"{stage}: {done}/{total}")
 
         report = evaluate_model(
-            student, cfg, SandboxConfig(), benchmark=benchmark, out=out, on_progress=progress
+            student,
+            cfg,
+            SandboxConfig(),
+            benchmark=benchmark,
+            out=out,
+            prompt=PromptConfig(mbpp_shape=mbpp_shape),  # type: ignore[arg-type]
+            on_progress=progress,
         )
     console.print(report_table(report))
     gen = (

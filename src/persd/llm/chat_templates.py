@@ -12,6 +12,7 @@ import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,6 +109,13 @@ class PromptConfig(BaseModel):
     )
     feedback_max_chars: int = Field(
         1200, ge=100, description="rendered execution feedback is cut to this many characters"
+    )
+    mbpp_shape: Literal["docstring", "signature"] = Field(
+        "docstring",
+        description="MBPP task prompts (pool, validation, mbpp-test): 'docstring' = the "
+        "instruction and example alone; 'signature' = HumanEval's shape, the gold def line "
+        "with them as its docstring (docs/RESULTS.md: training on 'docstring' prompts makes "
+        "the student leave some HumanEval bodies empty)",
     )
 
 

@@ -119,7 +119,11 @@ class RunContext:
     def raw_pool(self) -> Pool:
         """The pool as loaded: reference-only tasks still without tests."""
         if self._raw_pool is None:
-            self._raw_pool = load_pool(self.config.pool, synthesize=self.config.synth.enabled)
+            self._raw_pool = load_pool(
+                self.config.pool,
+                synthesize=self.config.synth.enabled,
+                mbpp_shape=self.config.prompt.mbpp_shape,
+            )
             for note in self._raw_pool.notes:
                 self.progress.note(note)
         return self._raw_pool

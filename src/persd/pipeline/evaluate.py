@@ -29,15 +29,18 @@ if TYPE_CHECKING:
     from persd.sandbox import SandboxConfig
 
 
-def benchmark_tasks(benchmark: str, cfg: EvalStageConfig) -> list[Task]:
+def benchmark_tasks(
+    benchmark: str, cfg: EvalStageConfig, prompt: PromptConfig | None = None
+) -> list[Task]:
     """The benchmark tasks a run scores: all of them, or a seeded sample of ``cfg.limit``
     (never the first N: HumanEval's first 40 are easier than the rest, 80% against 53% for
-    the default student), kept in benchmark order."""
+    the default student), kept in benchmark order; MBPP prompts in ``prompt.mbpp_shape``."""
     import random
 
     from persd.tasks import load_benchmark
 
-    tasks = load_benchmark(benchmark)
+    shape = prompt.mbpp_shape if prompt is not None else "docstring"
+    tasks = load_benchmark(benchmark, mbpp_shape=shape)
     if not cfg.limit or cfg.limit >= len(tasks):
         return list(tasks)
     picked = sorted(random.Random(cfg.sample_seed).sample(range(len(tasks)), cfg.limit))
@@ -61,7 +64,7 @@ def evaluate_model(
     from persd.sandbox import Sandbox
 
     if tasks is None:
-        tasks = benchmark_tasks(benchmark, cfg)
+        tasks = benchmark_tasks(benchmark, cfg, prompt)
     student = load_student(student_cfg)
     try:
         with Sandbox(sandbox_cfg) as sandbox:

@@ -12,6 +12,7 @@ from persd.pipeline.synth import needs_tests
 from persd.records import Task
 from persd.tasks import BENCHMARKS, load_benchmark, load_task_pool
 from persd.tasks.decontaminate import decontaminate
+from persd.tasks.mbpp import MbppShape
 
 
 class PoolError(PersdError):
@@ -26,7 +27,9 @@ class Pool:
     validation: tuple[Task, ...] = ()  # held out: scores trained models, never trains them
 
 
-def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
+def load_pool(
+    cfg: PoolConfig, *, synthesize: bool = False, mbpp_shape: MbppShape = "docstring"
+) -> Pool:
     """The tasks the loop trains on, with a note for everything left out.
 
     With ``synthesize``, tasks that have a reference and no tests are kept: the synth stage
@@ -47,7 +50,7 @@ def load_pool(cfg: PoolConfig, *, synthesize: bool = False) -> Pool:
             if result.skipped:
                 notes.append(f"{part}: skipped {len(result.skipped)} malformed record(s)")
         elif part.lower() in BENCHMARKS:
-            tasks += load_benchmark(part)
+            tasks += load_benchmark(part, mbpp_shape=mbpp_shape)
         else:
             raise PoolError(
                 f"pool.source: '{part}' is neither a benchmark ({', '.join(BENCHMARKS)}) "

@@ -12,7 +12,7 @@ from persd.errors import PersdError
 from persd.records import Task
 from persd.tasks.humaneval import load_humaneval
 from persd.tasks.mbpp import SPLITS as MBPP_SPLITS
-from persd.tasks.mbpp import load_mbpp
+from persd.tasks.mbpp import MbppShape, load_mbpp
 from persd.tasks.user_pool import PoolResult, Skipped, load_task_pool
 
 __all__ = [
@@ -29,15 +29,16 @@ __all__ = [
 BENCHMARKS = ("humaneval", "mbpp", *(f"mbpp-{split}" for split in MBPP_SPLITS))
 
 
-def load_benchmark(name: str) -> tuple[Task, ...]:
-    """A shipped benchmark by name: "humaneval", "mbpp", or "mbpp-<split>" ("mbpp-test")."""
+def load_benchmark(name: str, *, mbpp_shape: MbppShape = "docstring") -> tuple[Task, ...]:
+    """A shipped benchmark by name: "humaneval", "mbpp", or "mbpp-<split>" ("mbpp-test");
+    MBPP prompts in ``mbpp_shape`` (``prompt.mbpp_shape``)."""
     key = name.strip().lower()
     if key == "humaneval":
         return load_humaneval()
     if key == "mbpp":
-        return load_mbpp()
+        return load_mbpp(shape=mbpp_shape)
     if key.startswith("mbpp-") and key.removeprefix("mbpp-") in MBPP_SPLITS:
-        return load_mbpp(key.removeprefix("mbpp-"))
+        return load_mbpp(key.removeprefix("mbpp-"), shape=mbpp_shape)
     close = difflib.get_close_matches(key, BENCHMARKS, n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(BENCHMARKS)}"
     raise PersdError(f"unknown benchmark '{name}'; {hint}")

@@ -12,7 +12,7 @@ import builtins
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from persd.errors import DataError, PersdError
 from persd.records import Task
@@ -22,6 +22,9 @@ from persd.tasks.templates_io import prompt_template
 DATA_FILE = "mbpp.jsonl"
 LICENSE = "MBPP (Austin et al., 2021), Google Research, CC-BY-4.0; tests split by persd"
 SPLITS = ("prompt", "test", "validation", "train")
+# "docstring": the instruction and example in a module docstring (the student writes the whole
+# program); "signature": HumanEval's shape, the gold ``def`` line with them as its docstring.
+MbppShape = Literal["docstring", "signature"]
 _FIELDS = ("task_id", "text", "code", "test_list", "test_setup_code", "challenge_test_list")
 _BUILTINS = frozenset(dir(builtins))
 
@@ -37,8 +40,9 @@ def split_of(task_id: int) -> str:
     return "train"
 
 
-def load_mbpp(split: str | None = None) -> tuple[Task, ...]:
-    """MBPP tasks by task id, all of them or one split ("prompt", "test", "validation", "train")."""
+def load_mbpp(split: str | None = None, *, shape: MbppShape = "docstring") -> tuple[Task, ...]:
+    """MBPP tasks by task id, all of them or one split ("prompt", "test", "validation", "train"),
+    with prompts of the given ``shape``."""
     if split is not None and split not in SPLITS:
         raise PersdError(f"unknown MBPP split '{split}'; expected one of {', '.join(SPLITS)}")
     data = resources.files("persd") / "data" / DATA_FILE
@@ -48,7 +52,7 @@ def load_mbpp(split: str | None = None) -> tuple[Task, ...]:
             continue
         row = json.loads(line)
         if split is None or split_of(int(row["task_id"])) == split:
-            tasks.append(task_from_row(row, path=DATA_FILE, line=number))
+            tasks.append(task_from_row(row, path=DATA_FILE, line=number, shape=shape))
     return tuple(tasks)
 
 
@@ -134,7 +138,13 @@ def mbpp_signature_prompt(instruction: str, example: str, signature: str) -> str
     )
 
 
-def task_from_row(row: Mapping[str, Any], *, path: str = DATA_FILE, line: int = 0) -> Task:
+def task_from_row(
+    row: Mapping[str, Any],
+    *,
+    path: str = DATA_FILE,
+    line: int = 0,
+    shape: MbppShape = "docstring",
+) -> Task:
     """One MBPP row as a Task; raises DataError naming the field that does not fit."""
     for name in _FIELDS:
         if name not in row:
@@ -148,11 +158,17 @@ def task_from_row(row: Mapping[str, Any], *, path: str = DATA_FILE, line: int = 
     except TestSyntaxError as e:
         raise DataError(path, line, "test_list", str(e)) from None
     example = asserts[0].removeprefix("assert").strip()
+    prompt = mbpp_prompt(row["text"], example)
+    if shape == "signature":
+        signature = entry_signature(row["code"], entry_point)
+        if signature is None:
+            raise DataError(path, line, "code", f"has no `def {entry_point}` line to show")
+        prompt = mbpp_signature_prompt(row["text"], example, signature)
     return Task(
         id=f"MBPP/{row['task_id']}",
         source="mbpp",
         instruction=row["text"].strip(),
-        prompt=mbpp_prompt(row["text"], example),
+        prompt=prompt,
         entry_point=entry_point,
         reference=_lf(row["code"]),
         # Seen = the first assert: the one the prompt shows, so feedback reveals nothing new.
