@@ -23,20 +23,20 @@ counts the replies identical to the first configuration's.
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
-import json
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from persd.jsonl import parse_record
 from persd.llm.base import Message, SamplingParams
 from persd.llm.cache import TeacherCache
 from persd.llm.server import ManagedServers
 from persd.llm.teacher import OpenAITeacher
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
+from persd.records import TeacherCall
 
 TASKS = [
     "return the n-th Fibonacci number",
@@ -62,12 +62,10 @@ def prompts(n: int, stage_file: Path | None = None) -> list[tuple[Message, ...]]
             for i in range(n)
         ]
     out = []
-    with stage_file.open(encoding="utf-8") as f:
-        for line in f:
-            msgs = json.loads(line)["messages"]
-            if isinstance(msgs, str):  # older records kept the list's repr
-                msgs = ast.literal_eval(msgs)
-            out.append(tuple(Message(role=m["role"], content=m["content"]) for m in msgs))
+    for number, raw in enumerate(stage_file.read_text(encoding="utf-8").splitlines(), 1):
+        if raw.strip():
+            call = parse_record(raw, TeacherCall, stage_file, number)
+            out.append(tuple(Message(role=m["role"], content=m["content"]) for m in call.messages))
     return out[:n]
 
 

@@ -3,7 +3,7 @@
 Issue 18's diagnostic: every model trained on pair 2's rows writes empty HumanEval bodies
 (``def add(x, y): \"\"\"doc\"\"\"`` and nothing else) on tasks the base solves. The rows' prompts
 are a docstring alone; HumanEval's are a signature with its docstring. This rewrites each
-text2code row's task prompt into the signature form (``persd.tasks.mbpp.mbpp_signature_prompt``)
+text2code row's task prompt into the signature form (``load_mbpp(shape="signature")``)
 and keeps every completion, so a model trained on the output differs from one trained on the
 input only in the prompt's shape.
 
@@ -15,22 +15,20 @@ from __future__ import annotations
 import json
 import sys
 
-from persd.tasks.mbpp import entry_signature, load_mbpp, mbpp_signature_prompt
+from persd.tasks.mbpp import load_mbpp
 
 
 def main(src: str, dst: str) -> None:
     tasks = {t.id: t for t in load_mbpp()}
+    signed = {t.id: t.prompt for t in load_mbpp(shape="signature")}
     changed = 0
     with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
         for line in f:
             row = json.loads(line)
             task = tasks.get(row["task_id"])
             if row["format"] == "text2code" and task is not None:
-                example = task.prompt.split(">>> Example: ", 1)[1].split("\n", 1)[0]
-                signature = entry_signature(task.reference or "", task.entry_point)
-                assert signature and task.prompt in row["prompt"], row["id"]
-                new = mbpp_signature_prompt(task.instruction, example, signature)
-                row["prompt"] = row["prompt"].replace(task.prompt, new)
+                assert task.prompt in row["prompt"], row["id"]
+                row["prompt"] = row["prompt"].replace(task.prompt, signed[task.id])
                 changed += 1
             out.write(json.dumps(row) + "\n")
     print(f"{dst}: {changed} text2code prompts rewritten")
