@@ -6,6 +6,7 @@ over all sequences), steps that feed prompts give the prefill rate. The baseline
 decoder with one sequence, measured in the same run, so the ratio is what batching buys.
 
     python benchmarks/bench_batched_decoding.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2]
+        [--serve file,q8]
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from llama_cpp import Llama
 
 from persd.llm.base import SamplingParams
 from persd.llm.batch import BatchDecoder, Request
+from persd.llm.gguf_q8 import q8_copy
 from persd.llm.prompts import student_prompt
-from persd.llm.registry import get_spec, model_path
+from persd.llm.registry import default_cache_dir, get_spec, model_path
 from persd.llm.render import from_llama
 from persd.tasks import load_humaneval
 
@@ -51,28 +53,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parallel", default="1,4,8,16")
     ap.add_argument("--new-tokens", type=int, default=96)
+    ap.add_argument(
+        "--serve",
+        default="file",
+        help="comma-separated weight formats: file (as pulled), q8 (Q5_0 matrices as Q8_0, "
+        "student.q8_serving); every ratio is against one sequence of the first",
+    )
     args = ap.parse_args()
-    path = str(model_path(get_spec(args.model)))
-    llm = Llama(model_path=path, n_ctx=256, n_threads=args.threads, verbose=False)
-    renderer = from_llama(llm, path)
+    path = model_path(get_spec(args.model))
     tasks = load_humaneval()
     params = SamplingParams(max_new_tokens=args.new_tokens)
     base = None
-    for parallel in (int(p) for p in args.parallel.split(",")):
-        decoder = BatchDecoder(llm, parallel=parallel, ctx_per_seq=1024, threads=args.threads)
-        timed = _Timed(parallel)
-        decoder._lib = timed  # noqa: SLF001 - the benchmark's probe
-        ids = [tuple(renderer.ids(student_prompt(t, chat=True))) for t in tasks[:parallel]]
-        decoder.run([Request(i, params, 0) for i in ids])
-        decoder.close()
-        rate = timed.decode[0] / timed.decode[1]
-        base = base or rate
-        print(
-            f"{args.model} threads={args.threads} parallel={parallel:2d}: "
-            f"decode {rate:6.1f} tokens/s ({rate / base:.2f}x one sequence), "
-            f"prefill {timed.prefill[0] / max(timed.prefill[1], 1e-9):6.1f} tokens/s",
-            flush=True,
-        )
+    for serve in args.serve.split(","):
+        served = q8_copy(path, default_cache_dir() / "serving") if serve == "q8" else path
+        llm = Llama(model_path=str(served), n_ctx=256, n_threads=args.threads, verbose=False)
+        renderer = from_llama(llm, str(path))
+        for parallel in (int(p) for p in args.parallel.split(",")):
+            decoder = BatchDecoder(llm, parallel=parallel, ctx_per_seq=1024, threads=args.threads)
+            timed = _Timed(parallel)
+            decoder._lib = timed  # noqa: SLF001 - the benchmark's probe
+            ids = [tuple(renderer.ids(student_prompt(t, chat=True))) for t in tasks[:parallel]]
+            decoder.run([Request(i, params, 0) for i in ids])
+            decoder.close()
+            rate = timed.decode[0] / timed.decode[1]
+            base = base or rate
+            print(
+                f"{args.model} {serve} threads={args.threads} parallel={parallel:2d}: "
+                f"decode {rate:6.1f} tokens/s ({rate / base:.2f}x one sequence), "
+                f"prefill {timed.prefill[0] / max(timed.prefill[1], 1e-9):6.1f} tokens/s",
+                flush=True,
+            )
+        llm.close()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,23 @@ class GGUFFormatError(ValueError):
 
 
 @dataclass(frozen=True)
+class TensorInfo:
+    """One entry of the tensor table: ``offset`` is relative to the data section."""
+
+    name: str
+    dims: tuple[int, ...]
+    ggml_type: int
+    offset: int
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.dims:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
 class GGUFHeader:
     """What the header of a GGUF file says about the model inside."""
 
@@ -48,6 +65,8 @@ class GGUFHeader:
     data_offset: int  # where tensor data begins (aligned)
     last_tensor_offset: int  # relative to data_offset; must lie inside the file
     metadata: dict[str, Any] = field(repr=False)  # scalars and strings; arrays as their length
+    table_offset: int = 0  # where the tensor table begins (the key/value section ends)
+    tensors: tuple[TensorInfo, ...] = field(default=(), repr=False)
 
 
 def read_gguf_header(path: Path) -> GGUFHeader:
@@ -78,15 +97,17 @@ def _parse(f: BinaryIO, size: int) -> GGUFHeader:
     for i in range(kv_count):
         key = _string(f, f"key {i}")
         metadata[key] = _value(f, _unpack(f, "<I"), key)
-    last_offset = 0
+    table_offset = f.tell()
+    tensors = []
     for i in range(tensor_count):
         name = _string(f, f"tensor {i} name")
         n_dims = _unpack(f, "<I")
         if n_dims > _MAX_DIMS:
             raise GGUFFormatError(f"corrupt tensor table: tensor {name!r} has {n_dims} dims")
-        f.read(8 * n_dims)
-        _unpack(f, "<I")  # ggml type
-        last_offset = max(last_offset, _unpack(f, "<Q"))
+        dims = tuple(_unpack(f, "<Q") for _ in range(n_dims))
+        ggml_type = _unpack(f, "<I")
+        tensors.append(TensorInfo(name, dims, ggml_type, _unpack(f, "<Q")))
+    last_offset = max((t.offset for t in tensors), default=0)
     alignment = metadata.get("general.alignment", _DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0:
         raise GGUFFormatError(f"corrupt header: general.alignment = {alignment!r}")
@@ -102,6 +123,8 @@ def _parse(f: BinaryIO, size: int) -> GGUFHeader:
         data_offset=data_offset,
         last_tensor_offset=last_offset,
         metadata=metadata,
+        table_offset=table_offset,
+        tensors=tuple(tensors),
     )
 
 

@@ -47,9 +47,10 @@ class LlamaStudent:
         path: Path | str,
         *,
         n_ctx: int = 2048,
-        parallel: int = 16,
+        parallel: int = 32,
         threads: int | None = None,
         lookup: int = 0,
+        q8_serving: bool = False,
         lora_path: Path | str | None = None,
         name: str | None = None,
     ) -> None:
@@ -66,12 +67,18 @@ class LlamaStudent:
         # thread doubles (docs/BENCHMARKS.md), where one stream was bound by memory.
         threads = threads or os.cpu_count() or 1
         kw: dict[str, Any] = {"lora_path": str(lora_path)} if lora_path else {}
+        served = path
+        if q8_serving:  # the same weights in faster kernels (gguf_q8.py); the file is cached
+            from persd.llm.gguf_q8 import q8_copy
+            from persd.llm.registry import default_cache_dir
+
+            served = q8_copy(path, default_cache_dir() / "serving")
         try:
             with _native_stderr_silenced():
                 # This object loads the weights (and adapter) and tokenizes; its own context
                 # is a small one nobody decodes in: the batch decoder makes the real one.
                 self.llm = Llama(
-                    model_path=str(path),
+                    model_path=str(served),
                     n_ctx=256,
                     n_threads=threads,
                     n_threads_batch=threads,
