@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from persd.errors import PersdError
-from persd.llm.base import Message, SamplingParams, TeacherReply
+from persd.llm.base import Message, SamplingParams, Teacher, TeacherReply
 from persd.llm.budget import Budget, resolve_price
 from persd.llm.cache import LedgerRow, TeacherCache, cache_key, canonical_request
 from persd.llm.teacher_config import TeacherConfig
@@ -108,6 +108,7 @@ class OpenAITeacher:
         concurrency = cfg.concurrency or (local if managed else _DEFAULT_API_CONCURRENCY)
         self._sem = asyncio.Semaphore(concurrency)
         self._busy = dict.fromkeys(self._urls, 0)
+        self._managed, self._capacity = managed, local
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -133,8 +134,28 @@ class OpenAITeacher:
     def model_id(self) -> str:
         return self._model
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[TeacherReply]:
-        """``params.n`` replies; cached ones cost nothing, the rest are fetched and cached."""
+    @property
+    def lanes(self) -> int:
+        """Slots a caller may pin requests to (``lane``): persd's own llama-cpp-python slots,
+        each answering one request at a time; 0 for an API or a batch server.
+
+        Why pin: such a slot keeps the last conversation in its llama.cpp context and
+        evaluates only what a new prompt adds after their common prefix, so a follow-up
+        (the refinement of a task the slot just solved) sent to the same slot skips the
+        prompt it already holds."""
+        return len(self._urls) if self._managed and self._capacity == len(self._urls) else 0
+
+    def lane(self, index: int) -> Teacher:
+        """This teacher with every call sent to slot ``index`` (see ``lanes``)."""
+        if not 0 <= index < self.lanes:
+            raise ValueError(f"lane {index} of {self.lanes}")
+        return _Lane(self, index)
+
+    async def chat(
+        self, messages: Sequence[Message], params: SamplingParams, *, lane: int | None = None
+    ) -> list[TeacherReply]:
+        """``params.n`` replies; cached ones cost nothing, the rest are fetched and cached.
+        ``lane``: the slot to send to (``lanes``), else the least busy one."""
         messages = tuple(messages)
         canon = [
             canonical_request(self._endpoint_id, self._model, messages, params, i)
@@ -153,7 +174,7 @@ class OpenAITeacher:
                 # Some servers (llama.cpp) answer n>1 with one choice: ask again for the rest,
                 # seeded seed+index so the extra samples differ and reruns repeat them.
                 got = await self._call(
-                    messages, params, [(canon[i], keys[i]) for i in missing], missing[0]
+                    messages, params, [(canon[i], keys[i]) for i in missing], missing[0], lane
                 )
                 for i, reply in zip(missing, got, strict=False):  # got may be short
                     have[keys[i]] = reply
@@ -166,6 +187,7 @@ class OpenAITeacher:
         params: SamplingParams,
         slots: list[tuple[str, str]],
         first_index: int,
+        lane: int | None = None,
     ) -> list[TeacherReply]:
         n = len(slots)
         body: dict[str, Any] = {
@@ -184,7 +206,7 @@ class OpenAITeacher:
         reservation = self.budget.reserve(messages, max_tokens=params.max_new_tokens, n=n)
         try:
             async with self._sem:
-                url, data, latency = await self._post_with_retries(body)
+                url, data, latency = await self._post_with_retries(body, lane)
         except BaseException:
             self.budget.release(reservation)
             raise
@@ -229,10 +251,12 @@ class OpenAITeacher:
     def _pick(self) -> str:
         return min(self._urls, key=lambda u: self._busy[u])
 
-    async def _post_with_retries(self, body: dict[str, Any]) -> tuple[str, dict[str, Any], float]:
+    async def _post_with_retries(
+        self, body: dict[str, Any], lane: int | None = None
+    ) -> tuple[str, dict[str, Any], float]:
         cfg = self._cfg
         for attempt in range(1, cfg.max_attempts + 1):
-            url = self._pick()
+            url = self._pick() if lane is None else self._urls[lane]
             self._busy[url] += 1
             self.http_requests += 1
             t0 = time.monotonic()
@@ -308,6 +332,23 @@ class OpenAITeacher:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class _Lane:
+    """An ``OpenAITeacher`` whose calls all go to one of its slots (``OpenAITeacher.lane``)."""
+
+    def __init__(self, teacher: OpenAITeacher, index: int) -> None:
+        self._teacher, self._index = teacher, index
+
+    @property
+    def model_id(self) -> str:
+        return self._teacher.model_id
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[TeacherReply]:
+        return await self._teacher.chat(messages, params, lane=self._index)
+
+    async def aclose(self) -> None:  # the teacher is closed by whoever opened it
+        return None
 
 
 @asynccontextmanager

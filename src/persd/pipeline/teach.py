@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from persd.llm.base import Message, SamplingParams, Teacher
 from persd.llm.chat_templates import placeholders, render_chat
@@ -218,6 +219,11 @@ async def _solve_and_refine(
     # so solutions are checked first; if nothing is left to ask, no server is started.
     async with lazy as get_teacher:
         if any(r.id not in ctx.solutions.ids() for r in solve):
+            teacher = await get_teacher()
+            lanes = getattr(teacher, "lanes", 0)
+            if lanes:
+                await _task_by_task(ctx, teacher, lanes, solve, failed)
+                return
             await ask(ctx, "solve", get_teacher, solve, cfg, ctx.solutions, extract_teacher)
         await asyncio.to_thread(verify_solutions, ctx)
         requests, fallbacks = refine_requests(
@@ -235,6 +241,84 @@ async def _solve_and_refine(
         todo = [r for r in requests if r.id not in ctx.refinements.ids()]
         if todo:
             await ask(ctx, "refine", get_teacher, todo, cfg, ctx.refinements, extract_teacher)
+
+
+async def _task_by_task(
+    ctx: RunContext, teacher: Any, lanes: int, solve: list[TeacherRequest], failed: list
+) -> None:
+    """Solve, verify and refine one task at a time on each slot of a local teacher.
+
+    The same requests as solving every task and then refining every failure, in another
+    order: a refinement's chat begins with its task's solve chat and the verified answer,
+    and a llama.cpp slot evaluates only what a prompt adds after the prefix it shares with
+    the slot's last conversation. Sent right after its task's solution, on the same slot, a
+    refinement skips that prefix (measured in docs/BENCHMARKS.md); sent after every other
+    solution, it shares only the template's first line with what the slot holds."""
+    from persd.pipeline.execute import execute
+    from persd.sandbox import Sandbox
+
+    cfg = ctx.config.teach
+    solve_of = {r.task.id: r for r in solve}
+    failed_of: dict[str, list[tuple[Attempt, Execution]]] = {}
+    for attempt, execution in failed:
+        failed_of.setdefault(attempt.task_id, []).append((attempt, execution))
+    queue = deque(dict.fromkeys([*solve_of, *failed_of]))
+    refine_ids = {
+        f"{a.id}#f{j}" for a, _ in failed for j in range(cfg.refinements_per_failure)
+    } - ctx.refinements.ids()
+    advance = ctx.progress.start(
+        "solve+refine", sum(r.id not in ctx.solutions.ids() for r in solve) + len(refine_ids)
+    )
+    lock = asyncio.Lock()  # one verification at a time: short, and one sandbox
+    fallbacks = 0
+
+    async def lane(index: int, sandbox: Sandbox) -> None:
+        nonlocal fallbacks
+        pinned = teacher.lane(index)
+        while queue:
+            task_id = queue.popleft()
+            if task_id in solve_of:
+                await ask_teacher(
+                    [solve_of[task_id]], pinned, cfg, ctx.solutions,
+                    extract=extract_teacher, on_done=advance,
+                )  # fmt: skip
+            mine = [(s.id, s.task_id, s.code) for s in ctx.solutions.read()]
+            mine = [p for p in mine if p[1] == task_id]
+            async with lock:  # no record is read while the sandbox thread appends one
+                await asyncio.to_thread(
+                    execute, mine, ctx.tasks, ctx.verifications, sandbox, test_set="all"
+                )
+                references = verified_solutions(ctx) if task_id in failed_of else {}
+            if task_id not in failed_of:
+                continue
+            requests, fell_back = refine_requests(
+                ctx.tasks,
+                failed_of[task_id],
+                references,
+                cfg,
+                feedback_max_chars=ctx.config.prompt.feedback_max_chars,
+            )
+            fallbacks += fell_back
+            await ask_teacher(
+                requests, pinned, cfg, ctx.refinements, extract=extract_teacher, on_done=advance
+            )
+
+    with ctx.timer.stage("solve+refine"), Sandbox(ctx.config.sandbox) as sandbox:
+        running = [asyncio.ensure_future(lane(i, sandbox)) for i in range(lanes)]
+        try:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]  # budget stop, dead server
+        finally:
+            for f in running:
+                f.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    if fallbacks:
+        ctx.progress.note(
+            f"refine: {fallbacks} task(s) had no verified reference; used the one-turn "
+            "template for them"
+        )
 
 
 class LazyTeacher:

@@ -1,0 +1,146 @@
+"""The teach stage on a local teacher's slots (pipeline/teach.py ``_task_by_task``): each
+task's refinements go to the slot that just solved it, right after its solution is verified,
+and the stage asks exactly what solving everything first and then refining would ask.
+
+The teacher is a recorder standing in for persd's llama.cpp slots; the sandbox is real."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from persd.config import load_config
+from persd.llm.base import Message, SamplingParams, TeacherReply
+from persd.pipeline.run import Loop
+from persd.records import Attempt, Execution
+from records_for_tests import feedback
+
+TASKS = 6
+
+
+class _Slots:
+    """``lanes`` slots; every call is logged as (slot, first user message, kind) and
+    answered with the task's reference program, so solutions verify."""
+
+    def __init__(self, lanes: int, references: dict[str, str]) -> None:
+        self.lanes = lanes
+        self.log: list[tuple[int | None, str, str]] = []
+        self._refs = references
+
+    @property
+    def model_id(self) -> str:
+        return "slots"
+
+    def lane(self, index: int):
+        slots = self
+
+        class _Pinned:
+            model_id = "slots"
+
+            async def chat(self, messages: Sequence[Message], params: SamplingParams):
+                return await slots.chat(messages, params, lane=index)
+
+            async def aclose(self) -> None:
+                return None
+
+        return _Pinned()
+
+    async def chat(self, messages, params, *, lane=None) -> list[TeacherReply]:
+        first = messages[0].content
+        kind = "refine" if len(messages) > 1 or "INCORRECT" in messages[-1].content else "solve"
+        self.log.append((lane, first, kind))
+        await asyncio.sleep(0.01 * (1 + len(self.log) % 3))  # replies finish out of order
+        task = next(t for t in self._refs if f"`{t}`" in first)
+        text = f"```python\n{self._refs[task]}\n```"
+        return [
+            TeacherReply(text=text, model="slots", tokens_in=1, tokens_out=1, finish_reason="stop")
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _loop(tmp_path: Path) -> Loop:
+    cfg = load_config(
+        None,
+        {
+            "pool": {
+                "source": "mbpp-train",
+                "limit": TASKS,
+                "decontaminate": False,
+                "validation": 0,
+            },
+            "sandbox": {"workers": 2},
+        },
+    )
+    loop = Loop(cfg, tmp_path)
+    for i, task in enumerate(loop.pool.tasks):  # every other attempt fails its test
+        aid = f"{task.id}#r0a0"
+        code = "def f():\n    return None\n"
+        loop.attempts.append(
+            [
+                Attempt(
+                    id=aid, task_id=task.id, round=0, model_id="s", prompt="p", raw=code, code=code
+                )
+            ]
+        )
+        loop.executions.append([Execution(id=aid, task_id=task.id, feedback=feedback(i % 2 == 0))])
+    return loop
+
+
+def _teach(loop: Loop, teacher, monkeypatch: pytest.MonkeyPatch) -> None:
+    import persd.llm.teacher as teacher_mod
+
+    @contextlib.asynccontextmanager
+    async def fake_open(cfg, *, run_dir):
+        yield teacher
+
+    monkeypatch.setattr(teacher_mod, "open_teacher", fake_open)
+    loop.teach()
+
+
+def _references(loop: Loop) -> dict[str, str]:
+    return {t.entry_point: t.reference for t in loop.pool.tasks}
+
+
+def test_each_refinement_follows_its_solution_on_the_same_slot(tmp_path, monkeypatch) -> None:
+    loop = _loop(tmp_path / "run")
+    slots = _Slots(2, _references(loop))
+    _teach(loop, slots, monkeypatch)
+    assert len(loop.solutions.ids()) == TASKS
+    assert len(loop.refinements.ids()) == TASKS // 2
+    assert {lane for lane, _, _ in slots.log} == {0, 1}  # both slots worked
+    for lane in (0, 1):
+        mine = [(first, kind) for slot, first, kind in slots.log if slot == lane]
+        for j, (first, kind) in enumerate(mine):
+            if kind == "refine":  # the slot's previous call was this task's solve
+                assert mine[j - 1] == (first, "solve")
+    # Every solution was verified on all tests, and passed (the reference program).
+    rec = loop.store.records()
+    assert all(rec.passed(s.id) for s in loop.solutions.read())
+
+
+def test_the_same_calls_as_solving_everything_first(tmp_path, monkeypatch) -> None:
+    pinned = _loop(tmp_path / "pinned")
+    _teach(pinned, _Slots(2, _references(pinned)), monkeypatch)
+    plain = _loop(tmp_path / "plain")
+    _teach(plain, _Slots(0, _references(plain)), monkeypatch)  # no lanes: the two-phase path
+
+    def calls(loop: Loop, name: str) -> dict[str, tuple]:
+        return {c.id: (c.task_id, c.attempt_id, c.messages) for c in getattr(loop, name).read()}
+
+    assert calls(pinned, "solutions") == calls(plain, "solutions")
+    assert calls(pinned, "refinements") == calls(plain, "refinements")
+    assert pinned.verifications.ids() == plain.verifications.ids()
+
+
+def test_a_rerun_asks_nothing(tmp_path, monkeypatch) -> None:
+    loop = _loop(tmp_path / "run")
+    _teach(loop, _Slots(2, _references(loop)), monkeypatch)
+    again = _Slots(2, _references(loop))
+    _teach(Loop(loop.config, tmp_path / "run"), again, monkeypatch)
+    assert again.log == []
