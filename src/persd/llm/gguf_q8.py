@@ -2,13 +2,15 @@
 
 Why: Qwen2.5's small models have rows of 896 and 4864 values, not multiples of the 256 that
 k-quants need, so a "Q4_K_M" file of the 0.5B student holds most of its matrices as Q5_0 (252M
-of the layers' weights; only the FFN down-projections are Q4_K/Q6_K). llama.cpp has no
-repacked or tiled kernel for Q5_0; it has them for Q8_0. Both formats store a float16 scale
+of the layers' weights; only the FFN down-projections are Q4_K/Q6_K). llama.cpp's Q5_0 kernel
+rebuilds every weight's fifth bit for every row it multiplies, about 60% of a 16-sequence
+decoding step here (docs/BENCHMARKS.md); its Q8_0 kernel reads the bytes as they are. Both
+formats store a float16 scale
 ``d`` per block of 32 values, Q5_0 an integer ``q`` in [-16, 15] and Q8_0 one in [-127, 127],
 and a value is ``d * q`` in both, so a Q5_0 block is rewritten as a Q8_0 block with the same
 scale and the same integers: every weight dequantises to the identical float (tested). Only the
 kernels that multiply them change, so logits differ in the last bits, as they do between batch
-sizes (docs/BENCHMARKS.md). The file grows by 12 bytes per 32 Q5_0 values (0.5B: 463 to 650 MB).
+sizes (docs/BENCHMARKS.md). The file grows by 12 bytes per 32 Q5_0 values (0.5B: 491 to 637 MB).
 
 The training side is unaffected: transformers dequantises the original file, whose values are
 the same; a LoRA adapter applies to either file alike.

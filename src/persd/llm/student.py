@@ -54,9 +54,9 @@ class StudentConfig(BaseModel):
     parallel: int = Field(
         32,
         ge=1,
-        description="llama_cpp: sequences decoded together; 32 gives 2.7x the tokens/s of one "
-        "stream on 2 cores, 16 gives 2.4x (docs/BENCHMARKS.md); each costs n_ctx tokens of KV "
-        "cache",
+        description="llama_cpp: sequences decoded together; with q8_serving, 32 decode 2.7x "
+        "the tokens/s of one stream on 2 cores and 16 2.5x (docs/BENCHMARKS.md); each costs "
+        "n_ctx tokens of KV cache",
     )
     lookup: int = Field(
         0,

@@ -50,7 +50,7 @@ class LlamaStudent:
         parallel: int = 32,
         threads: int | None = None,
         lookup: int = 0,
-        q8_serving: bool = False,
+        q8_serving: bool = True,
         lora_path: Path | str | None = None,
         name: str | None = None,
     ) -> None:
