@@ -220,9 +220,8 @@ async def _solve_and_refine(
     async with lazy as get_teacher:
         if any(r.id not in ctx.solutions.ids() for r in solve):
             teacher = await get_teacher()
-            lanes = getattr(teacher, "lanes", 0)
-            if lanes:
-                await _task_by_task(ctx, teacher, lanes, solve, failed)
+            if getattr(teacher, "lanes", 0):
+                await _task_by_task(ctx, teacher, solve, failed)
                 return
             await ask(ctx, "solve", get_teacher, solve, cfg, ctx.solutions, extract_teacher)
         await asyncio.to_thread(verify_solutions, ctx)
@@ -233,18 +232,14 @@ async def _solve_and_refine(
             cfg,
             feedback_max_chars=ctx.config.prompt.feedback_max_chars,
         )
-        if fallbacks:
-            ctx.progress.note(
-                f"refine: {fallbacks} task(s) had no verified reference; used the one-turn "
-                "template for them"
-            )
+        _note_fallbacks(ctx, fallbacks)
         todo = [r for r in requests if r.id not in ctx.refinements.ids()]
         if todo:
             await ask(ctx, "refine", get_teacher, todo, cfg, ctx.refinements, extract_teacher)
 
 
 async def _task_by_task(
-    ctx: RunContext, teacher: Any, lanes: int, solve: list[TeacherRequest], failed: list
+    ctx: RunContext, teacher: Any, solve: list[TeacherRequest], failed: list
 ) -> None:
     """Solve, verify and refine one task at a time on each slot of a local teacher.
 
@@ -282,8 +277,7 @@ async def _task_by_task(
                     [solve_of[task_id]], pinned, cfg, ctx.solutions,
                     extract=extract_teacher, on_done=advance,
                 )  # fmt: skip
-            mine = [(s.id, s.task_id, s.code) for s in ctx.solutions.read()]
-            mine = [p for p in mine if p[1] == task_id]
+            mine = [(s.id, s.task_id, s.code) for s in ctx.solutions.read() if s.task_id == task_id]
             async with lock:  # no record is read while the sandbox thread appends one
                 await asyncio.to_thread(
                     execute, mine, ctx.tasks, ctx.verifications, sandbox, test_set="all"
@@ -304,7 +298,7 @@ async def _task_by_task(
             )
 
     with ctx.timer.stage("solve+refine"), Sandbox(ctx.config.sandbox) as sandbox:
-        running = [asyncio.ensure_future(lane(i, sandbox)) for i in range(lanes)]
+        running = [asyncio.ensure_future(lane(i, sandbox)) for i in range(teacher.lanes)]
         try:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
             for f in done:
@@ -314,6 +308,10 @@ async def _task_by_task(
             for f in running:
                 f.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+    _note_fallbacks(ctx, fallbacks)
+
+
+def _note_fallbacks(ctx: RunContext, fallbacks: int) -> None:
     if fallbacks:
         ctx.progress.note(
             f"refine: {fallbacks} task(s) had no verified reference; used the one-turn "
