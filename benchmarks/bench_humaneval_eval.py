@@ -1,18 +1,19 @@
 """HumanEval greedy evaluation of the default student: one sequence at a time against many,
-and with prompt-lookup drafts or Q5_0 matrices served as Q8_0.
+and with prompt-lookup drafts, Q5_0 matrices served as Q8_0, or without the shared prefix.
 
 Runs the same evaluation (``persd.pipeline.evaluate.evaluate_model``, as ``persd eval`` does:
 the student's chat prompts, greedy, 384 new tokens at most, stopped once the program is
 answered, scored in the sandbox) with the llama.cpp student decoding ``parallel`` sequences
 together, for each value given (``P+L``: P sequences with up to L prompt-lookup draft tokens
-each, ``student.lookup``; ``Pq8``: ``student.q8_serving``); the first is the baseline,
+each, ``student.lookup``; ``Pq8``: ``student.q8_serving``; a trailing ``np``: every
+prompt decoded whole, ``student.share_prefix`` off); the first is the baseline,
 measured in the same run. Prints wall time, generation time, pass@1, the ratio to the
 baseline, and how far greedy outputs agree per task (identical text; same verdict), with the
 paired test of the two pass/fail lists: batching (or other kernels) changes the order of
 floating-point sums, so the last bits of the logits, and a near tie between two tokens can go
 the other way.
 
-    python benchmarks/bench_humaneval_eval.py [--parallel 1,16,16+8,16q8] [--limit N] [--out DIR]
+    python benchmarks/bench_humaneval_eval.py [--parallel 1,16,16+8,16q8,32q8np] [--limit N]
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def main() -> None:
         "--parallel",
         default="1,16,16+8",
         help="comma-separated P or P+L (L lookup draft tokens), then q8 to serve Q5_0 "
-        "matrices as Q8_0 (student.q8_serving); the first is the baseline",
+        "matrices as Q8_0 (student.q8_serving), then np to decode every prompt whole "
+        "(student.share_prefix off); the first is the baseline",
     )
     ap.add_argument("--limit", type=int, default=None, help="a seeded sample (default: all 164)")
     ap.add_argument("--threads", type=int, default=None)
@@ -51,8 +53,9 @@ def main() -> None:
     tasks = benchmark_tasks("humaneval", EvalStageConfig(limit=args.limit))
     rows = []
     for parallel in args.parallel.split(","):
-        q8 = parallel.endswith("q8")
-        p, _, lookup = parallel.removesuffix("q8").partition("+")
+        spec = parallel.removesuffix("np")  # np: every prompt decoded whole (no shared prefix)
+        q8 = spec.endswith("q8")
+        p, _, lookup = spec.removesuffix("q8").partition("+")
         out = args.out / f"parallel-{parallel}"
         shutil.rmtree(out, ignore_errors=True)  # a resumed journal would not be timed
         cfg = StudentConfig(
@@ -61,6 +64,7 @@ def main() -> None:
             parallel=int(p),
             lookup=int(lookup or 0),
             q8_serving=q8,
+            share_prefix=not parallel.endswith("np"),
             threads=args.threads,
         )
         start = time.perf_counter()

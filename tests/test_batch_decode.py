@@ -212,6 +212,77 @@ def test_sequences_in_flight_stay_on_the_lowest_streams(smollm2_gguf: Path, monk
     assert together == alone
 
 
+# -- the shared prefix (``share_prefix``) ---------------------------------------------------
+
+
+def test_common_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
+    from persd.llm.batch import Request, common_prefix
+
+    p = SamplingParams()
+    assert common_prefix([Request((1, 2, 3, 4), p, 0), Request((1, 2, 3, 9, 9), p, 0)]) == 3
+    assert common_prefix([Request((1, 2, 3), p, 0), Request((1, 2, 3, 4), p, 0)]) == 2
+    assert common_prefix([Request((5, 2), p, 0), Request((1, 2), p, 0)]) == 0
+    assert common_prefix([]) == 0
+
+
+def _texts(student: LlamaStudent, prompts, params) -> list[list[str]]:  # noqa: ANN001
+    return [[g.text for g in gens] for gens in student.generate(prompts, params)]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_shared_prefix_is_decoded_once_and_changes_no_sample(batched, temperature) -> None:
+    """The chat prompts open with the same system turn and instruction: decoded once into the
+    prefix stream, copied into each sequence's stream, and every sample is the one each
+    sequence gets by decoding its whole prompt itself."""
+    decoder = batched.decoder
+    params = SamplingParams(n=2, temperature=temperature, max_new_tokens=24, seed=5)
+    decoder.share_prefix = False
+    try:
+        before = decoder.prompt_decoded
+        own = _texts(batched, PROMPTS, params)
+        whole = decoder.prompt_decoded - before
+    finally:
+        decoder.share_prefix = True
+    decoder.drop_prefix()  # nothing held: this run decodes the prefix once
+    decoded, copied = decoder.prompt_decoded, decoder.prompt_copied
+    shared = _texts(batched, PROMPTS, params)
+    decoded, copied = decoder.prompt_decoded - decoded, decoder.prompt_copied - copied
+    ids = [batched.renderer.ids(p) for p in PROMPTS]
+    n = len(decoder._prefix)
+    assert n >= 20 and all(i[:n] == ids[0][:n] for i in ids)
+    assert shared == own
+    assert copied == n * 2 * len(PROMPTS)  # every sample's stream got the prefix
+    assert decoded == whole - copied + n  # ... which was decoded once
+    # A second run with the same opening decodes no token of it again, only what these two
+    # prompts share beyond it (HumanEval/0 and /1 both open with the typing import).
+    decoded = decoder.prompt_decoded
+    assert _texts(batched, PROMPTS[:2], params) == own[:2]
+    longer = len(decoder._prefix)
+    assert longer > n
+    assert (
+        decoder.prompt_decoded - decoded == longer - n + sum(len(i) - longer for i in ids[:2]) * 2
+    )
+
+
+def test_prompts_that_open_differently_share_nothing_and_keep_their_samples(batched) -> None:
+    """Raw text prompts with no common opening copy nothing; the prefix stream is trimmed to
+    what a later run shares with it."""
+    decoder = batched.decoder
+    params = SamplingParams(max_new_tokens=16)
+    raw = [t.prompt for t in TASKS]
+    copied = decoder.prompt_copied
+    got = _texts(batched, raw, params)
+    assert decoder.prompt_copied == copied
+    alone = [_texts(batched, [p], params)[0] for p in raw]
+    assert got == alone
+    chat = _texts(batched, PROMPTS[1:3], params)  # the chat opening again, from a held one
+    decoder.share_prefix = False
+    try:
+        assert chat == _texts(batched, PROMPTS[1:3], params)
+    finally:
+        decoder.share_prefix = True
+
+
 # -- prompt-lookup decoding (``lookup`` > 0) -------------------------------------------------
 
 

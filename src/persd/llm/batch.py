@@ -10,9 +10,11 @@ as the others' next tokens.
 
 Reproducible: requests are admitted in order and every step is a deterministic function of
 the requests, so the same requests, settings and seeds give the same samples on the same
-machine. A sample's tokens do not depend on where its prompt sits in the list; greedy output
-can still differ in the last bits of the logits from a single-stream run (other matrix shapes
-in the kernels), measured in docs/BENCHMARKS.md.
+machine. Where every matrix product computes each row of the batch on its own (the tests'
+SmolLM2), a sample's tokens do not depend on the other prompts in its batch. The default
+student's repacked Q4_K matrices multiply rows in groups of four, so there the last bits of a
+row's logits, and now and then a greedy token at a near tie, depend on where the row sits in
+the batch (measured in docs/BENCHMARKS.md), as they differ from a single-stream run.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ class _Seq:
     fresh: list[int] = field(default_factory=list)  # tokens sampled this step, in order
     draft: list[int] = field(default_factory=list)  # guessed tokens fed after ``last``
     lookup: PromptLookup | None = None
+    start: int = 0  # prompt tokens copied from the shared-prefix stream, not decoded
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):  # the shorter one ends the prefix
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def common_prefix(requests: Sequence[Request]) -> int:
+    """How many leading tokens every request's prompt shares, leaving each at least its last
+    token of its own (the row whose logits give its first sample)."""
+    if not requests:
+        return 0
+    first = requests[0].ids
+    n = min(len(r.ids) for r in requests) - 1
+    for r in requests[1:]:
+        n = _shared(first[:n], r.ids)
+    return max(n, 0)
 
 
 class PromptLookup:
@@ -195,6 +220,15 @@ class BatchDecoder:
 
     ``model`` is a ``llama_cpp.Llama``: it loaded the weights and the adapter and tokenizes;
     this class only decodes. ``ctx_per_seq`` bounds one sequence: prompt plus new tokens.
+
+    ``share_prefix``: the prompts of one ``run`` usually open alike (the chat template's system
+    turn and the task instruction: 44 to 48 tokens, a quarter of a HumanEval prompt and half
+    of an MBPP one). Those tokens are decoded once into one more KV stream, kept there for the
+    next ``run`` with the same opening, and copied into each sequence's stream (a copy of its
+    cells, bit for bit) instead of being decoded again per sequence. Where the kernels compute
+    each row on its own, the copied cells equal the ones a sequence would have decoded itself
+    and the samples do not change (tested); on the default student the batches' shapes change,
+    with the effect any change of batch shape has (module docstring).
     """
 
     def __init__(
@@ -207,17 +241,24 @@ class BatchDecoder:
         batch_tokens: int = 512,
         lookup: int = 0,
         lookup_ngram: int = 3,
+        share_prefix: bool = True,
+        min_prefix: int = 8,
     ) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.parallel, self.ctx_per_seq = parallel, ctx_per_seq
+        self.share_prefix, self.min_prefix = share_prefix, min_prefix
+        # The stream after the sequences' own holds the shared prefix (``share_prefix``).
+        self._pstream = parallel if share_prefix else -1  # -1: the context has no such stream
+        self._prefix: tuple[int, ...] = ()  # the tokens whose cells that stream holds
+        streams = parallel + 1 if share_prefix else parallel
         self.lookup, self.lookup_ngram = lookup, lookup_ngram
         # Every in-flight sequence's rows (its last token and its draft) go in the first call.
         batch_tokens = max(batch_tokens, parallel * (1 + lookup))
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = parallel * ctx_per_seq
-        params.n_seq_max = parallel
+        params.n_ctx = streams * ctx_per_seq
+        params.n_seq_max = streams
         params.kv_unified = False  # one KV stream per sequence: attention reads only its own
         params.n_batch = batch_tokens
         params.n_ubatch = batch_tokens
@@ -247,6 +288,8 @@ class BatchDecoder:
         self._pieces: dict[int, bytes] = {}
         self.threads = ThreadChooser(llama_cpp, self.ctx, threads)
         self.drafted = self.accepted = 0  # draft tokens fed, and kept (``lookup`` > 0)
+        # Prompt tokens decoded (the shared prefix once) and copied from the prefix stream.
+        self.prompt_decoded = self.prompt_copied = 0
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -258,6 +301,7 @@ class BatchDecoder:
         """Every request's generation, in request order; ``on_done(i, gen)`` as each ends."""
         for r in requests:
             self.check(r)
+        start = self._prepare_prefix(requests)
         results: list[Generation | None] = [None] * len(requests)
         batch: list[tuple[int, Request]] | None = list(enumerate(requests))
 
@@ -271,7 +315,7 @@ class BatchDecoder:
             if on_done is not None:
                 on_done(i, gen)
 
-        self._loop(pull, done)
+        self._loop(pull, done, start)
         assert all(g is not None for g in results)  # the loop ends only when all are done
         return results  # type: ignore[return-value]
 
@@ -321,14 +365,54 @@ class BatchDecoder:
                 f"{self.ctx_per_seq} per sequence (student.n_ctx)"
             )
 
+    def _prepare_prefix(self, requests: Sequence[Request]) -> int:
+        """Make the prefix stream hold the opening all ``requests`` share; how many tokens of
+        it each sequence copies (0: none, each decodes its whole prompt).
+
+        Only the part the stream does not hold yet is decoded, so a second ``run`` with the
+        same opening (the next chunk of an evaluation) decodes nothing."""
+        usable = self.share_prefix and self._pstream >= 0 and len(requests) > 1
+        n = common_prefix(requests) if usable else 0
+        if n < self.min_prefix:
+            return 0
+        want = requests[0].ids[:n]
+        keep = _shared(self._prefix, want)
+        if keep < len(self._prefix):
+            self._lib.llama_memory_seq_rm(self._mem, self._pstream, keep, -1)
+        b = self._batch
+        for at in range(keep, n, self.n_batch):
+            chunk = want[at : at + self.n_batch]
+            for j, tok in enumerate(chunk):
+                b.token[j] = tok
+                b.pos[j] = at + j
+                b.n_seq_id[j] = 1
+                b.seq_id[j][0] = self._pstream
+                b.logits[j] = False
+            b.n_tokens = len(chunk)
+            rc = self._lib.llama_decode(self.ctx, b)
+            if rc != 0:
+                self.drop_prefix()
+                raise PersdError(f"llama.cpp decode failed (code {rc}) on the shared prefix")
+            self.prompt_decoded += len(chunk)
+        self._prefix = want
+        return n
+
+    def drop_prefix(self) -> None:
+        """Empty the prefix stream: the next ``run`` decodes its shared opening afresh."""
+        if self._pstream >= 0:
+            self._lib.llama_memory_seq_rm(self._mem, self._pstream, -1, -1)
+        self._prefix = ()
+
     def _loop(
         self,
         pull: Callable[[bool], list[tuple[int, Request]] | None],
         done: Callable[[int, Generation], None],
+        start: int = 0,
     ) -> None:
         """Continuous batching: ``pull(block)`` gives new ``(key, request)`` pairs (blocking
         only when nothing is in flight), or None once no more will come; ``done(key, gen)``
-        as each sequence ends. Returns when the source is closed and every sequence is done."""
+        as each sequence ends. Returns when the source is closed and every sequence is done.
+        Each sequence takes its first ``start`` prompt tokens from the prefix stream."""
         lib = self._lib
         waiting: deque[tuple[int, Request]] = deque()
         free = list(range(self.parallel))  # a heap: the lowest free stream is taken first
@@ -358,9 +442,10 @@ class BatchDecoder:
                             sampler=_sampler(lib, r.params, r.seed),
                             max_new=min(r.params.max_new_tokens, self.ctx_per_seq - len(r.ids)),
                             lookup=PromptLookup(r.ids, self.lookup_ngram) if self.lookup else None,
+                            start=start,
                         )
                     )
-                    budget -= len(r.ids)
+                    budget -= len(r.ids) - start
                 self._compact(active, new, free)
                 self._step(active, new)
                 still = []
@@ -416,8 +501,13 @@ class BatchDecoder:
             rows.append((seq, seq.last, seq.pos, True))
             rows += [(seq, t, seq.pos + 1 + i, True) for i, t in enumerate(seq.draft)]
         for seq in new:
-            last = len(seq.request.ids) - 1
-            rows += [(seq, t, p, p == last) for p, t in enumerate(seq.request.ids)]
+            if seq.start:  # the whole stream's cells, copied at the next decode
+                self._lib.llama_memory_seq_cp(self._mem, self._pstream, seq.stream, -1, -1)
+                self.prompt_copied += seq.start
+            ids = seq.request.ids
+            last = len(ids) - 1
+            rows += [(seq, ids[p], p, p == last) for p in range(seq.start, len(ids))]
+            self.prompt_decoded += len(ids) - seq.start
         for start in range(0, len(rows), self.n_batch):
             chunk = rows[start : start + self.n_batch]
             sample: dict[int, tuple[_Seq, list[int]]] = {}  # id(seq) -> its logit rows

@@ -73,8 +73,15 @@ class Engine:
     ) -> None:
         from persd.llm.student_llama import LlamaStudent
 
+        # Clients' prompts arrive one by one, unknown in advance: no shared prefix to decode
+        # once, so no stream is kept for one.
         self.student = LlamaStudent(
-            model_path, n_ctx=ctx_per_seq, parallel=parallel, threads=threads, lookup=lookup
+            model_path,
+            n_ctx=ctx_per_seq,
+            parallel=parallel,
+            threads=threads,
+            lookup=lookup,
+            share_prefix=False,
         )
         self._inbox: queue.Queue[Ticket | None] = queue.Queue()
         self.failure: BaseException | None = None

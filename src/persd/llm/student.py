@@ -71,6 +71,12 @@ class StudentConfig(BaseModel):
         "(faster kernels on x86; the copy is written once to the cache, 12 more bytes per 32 "
         "weights)",
     )
+    share_prefix: bool = Field(
+        True,
+        description="llama_cpp: decode the opening that a batch's prompts share (chat template "
+        "and instruction) once and copy its KV cells into each sequence; the samples are the "
+        "same",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm")
     max_lora_rank: int = Field(64, ge=1, description="vllm: largest adapter rank it accepts")
@@ -128,6 +134,7 @@ def load_student(config: StudentConfig) -> Student:
             threads=config.threads,
             lookup=config.lookup,
             q8_serving=config.q8_serving,
+            share_prefix=config.share_prefix,
             lora_path=lora,
             name=resolved.name,
         )

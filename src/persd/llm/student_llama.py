@@ -37,9 +37,10 @@ def _native_stderr_silenced() -> Iterator[None]:
 class LlamaStudent:
     """A GGUF model in llama.cpp, sampled ``parallel`` sequences at a time (``batch.py``).
 
-    Sample ``k`` of a prompt uses seed ``params.seed + k`` in its own sampler, and a sample's
-    tokens do not depend on which other prompts share its batch, so the same requests give the
-    same samples. Every sequence evaluates its prompt afresh in its own KV stream.
+        Sample ``k`` of a prompt uses seed ``params.seed + k`` in its own sampler, and a sample's
+        tokens do not depend on which other prompts share its batch, so the same requests give the
+        same samples. The opening the prompts of one call share is decoded once and copied into
+    each sequence's KV stream (``share_prefix``); the rest of each prompt is its own.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class LlamaStudent:
         threads: int | None = None,
         lookup: int = 0,
         q8_serving: bool = True,
+        share_prefix: bool = True,
         lora_path: Path | str | None = None,
         name: str | None = None,
     ) -> None:
@@ -86,7 +88,12 @@ class LlamaStudent:
                     **kw,
                 )
                 self.decoder = BatchDecoder(
-                    self.llm, parallel=parallel, ctx_per_seq=n_ctx, threads=threads, lookup=lookup
+                    self.llm,
+                    parallel=parallel,
+                    ctx_per_seq=n_ctx,
+                    threads=threads,
+                    lookup=lookup,
+                    share_prefix=share_prefix,
                 )
         except ValueError as e:  # llama_cpp raises ValueError for unreadable models/adapters
             raise PersdError(f"{lora_path or path}: llama.cpp cannot load it: {e}") from None
