@@ -127,3 +127,17 @@ def test_weights_fingerprint_follows_the_adapter_not_its_converted_copy(tmp_path
     (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
     os.utime(adapter / "adapter_model.safetensors", ns=(1, 1))
     assert weights_fingerprint(cfg) != before
+
+
+def test_weights_fingerprint_tells_the_decoding_settings_that_change_samples() -> None:
+    """Q8_0 serving and the shared prefix change the batches' kernels or shapes, so greedy
+    samples can differ: a journal is not resumed across them."""
+    from persd.llm.student import StudentConfig, weights_fingerprint
+
+    cfg = StudentConfig(model="qwen2.5-coder-0.5b-instruct", backend="llama_cpp")
+    prints = {
+        weights_fingerprint(cfg),
+        weights_fingerprint(cfg.model_copy(update={"share_prefix": False})),
+        weights_fingerprint(cfg.model_copy(update={"q8_serving": False})),
+    }
+    assert len(prints) == 3

@@ -176,6 +176,10 @@ def weights_fingerprint(cfg: StudentConfig) -> str:
     parts: list[str] = [cfg.model]
     if cfg.q8_serving and cfg.backend in ("llama_cpp", "auto"):
         parts.append("q8_serving")  # other kernels: other last bits, so other greedy samples
+    if not cfg.share_prefix and cfg.backend in ("llama_cpp", "auto"):
+        # Other batch shapes, so other last bits on repacked kernels. Marked when off, so the
+        # default's fingerprint stays that of the runs recorded before the setting existed.
+        parts.append("whole_prompts")
     paths = [Path(cfg.model)]
     if cfg.adapter is not None:
         adapter = Path(cfg.adapter)
