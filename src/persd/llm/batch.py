@@ -379,17 +379,12 @@ class BatchDecoder:
         keep = _shared(self._prefix, want)
         if keep < len(self._prefix):
             self._lib.llama_memory_seq_rm(self._mem, self._pstream, keep, -1)
-        b = self._batch
         for at in range(keep, n, self.n_batch):
             chunk = want[at : at + self.n_batch]
             for j, tok in enumerate(chunk):
-                b.token[j] = tok
-                b.pos[j] = at + j
-                b.n_seq_id[j] = 1
-                b.seq_id[j][0] = self._pstream
-                b.logits[j] = False
-            b.n_tokens = len(chunk)
-            rc = self._lib.llama_decode(self.ctx, b)
+                self._put(j, tok, at + j, self._pstream, False)
+            self._batch.n_tokens = len(chunk)
+            rc = self._lib.llama_decode(self.ctx, self._batch)
             if rc != 0:
                 self.drop_prefix()
                 raise PersdError(f"llama.cpp decode failed (code {rc}) on the shared prefix")
@@ -512,11 +507,7 @@ class BatchDecoder:
             chunk = rows[start : start + self.n_batch]
             sample: dict[int, tuple[_Seq, list[int]]] = {}  # id(seq) -> its logit rows
             for j, (seq, tok, pos, want) in enumerate(chunk):
-                b.token[j] = tok
-                b.pos[j] = pos
-                b.n_seq_id[j] = 1
-                b.seq_id[j][0] = seq.stream
-                b.logits[j] = want
+                self._put(j, tok, pos, seq.stream, want)
                 if want:
                     sample.setdefault(id(seq), (seq, []))[1].append(j)
             b.n_tokens = len(chunk)
@@ -537,6 +528,15 @@ class BatchDecoder:
             seq.pos += kept
         for seq in new:
             seq.pos = len(seq.request.ids)
+
+    def _put(self, j: int, token: int, pos: int, stream: int, logits: bool) -> None:
+        """Row ``j`` of the batch: ``token`` at ``pos`` of ``stream``, with its logits or not."""
+        b = self._batch
+        b.token[j] = token
+        b.pos[j] = pos
+        b.n_seq_id[j] = 1
+        b.seq_id[j][0] = stream
+        b.logits[j] = logits
 
     def _verify(self, seq: _Seq, rows: list[int]) -> list[int]:
         """Sample at each row in turn; stop after the first token that differs from the draft

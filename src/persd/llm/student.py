@@ -74,8 +74,8 @@ class StudentConfig(BaseModel):
     share_prefix: bool = Field(
         True,
         description="llama_cpp: decode the opening that a batch's prompts share (chat template "
-        "and instruction) once and copy its KV cells into each sequence; the samples are the "
-        "same",
+        "and instruction) once and copy its KV cells into each sequence; the batches' shapes "
+        "change, and with them greedy text at near ties on repacked kernels",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm")
@@ -174,9 +174,10 @@ def weights_fingerprint(cfg: StudentConfig) -> str:
     import hashlib
 
     parts: list[str] = [cfg.model]
-    if cfg.q8_serving and cfg.backend in ("llama_cpp", "auto"):
+    llama = cfg.backend in ("llama_cpp", "auto")
+    if cfg.q8_serving and llama:
         parts.append("q8_serving")  # other kernels: other last bits, so other greedy samples
-    if not cfg.share_prefix and cfg.backend in ("llama_cpp", "auto"):
+    if not cfg.share_prefix and llama:
         # Other batch shapes, so other last bits on repacked kernels. Marked when off, so the
         # default's fingerprint stays that of the runs recorded before the setting existed.
         parts.append("whole_prompts")

@@ -37,10 +37,11 @@ def _native_stderr_silenced() -> Iterator[None]:
 class LlamaStudent:
     """A GGUF model in llama.cpp, sampled ``parallel`` sequences at a time (``batch.py``).
 
-        Sample ``k`` of a prompt uses seed ``params.seed + k`` in its own sampler, and a sample's
-        tokens do not depend on which other prompts share its batch, so the same requests give the
-        same samples. The opening the prompts of one call share is decoded once and copied into
-    each sequence's KV stream (``share_prefix``); the rest of each prompt is its own.
+    Sample ``k`` of a prompt uses seed ``params.seed + k`` in its own sampler, so the same
+    requests give the same samples on the same machine (where a sample can depend on its batch
+    neighbours: ``batch.py``'s module docstring). The opening the prompts of one call share is
+    decoded once and copied into each sequence's KV stream (``share_prefix``); the rest of each
+    prompt is its own.
     """
 
     def __init__(
