@@ -93,7 +93,13 @@ class TrainConfig(BaseModel):
         None, gt=0, description="None: 2e-5 for LoRA, 1e-5 for full fine-tuning"
     )
     lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(
+        0.03,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of the optimizer steps, rounded down (none below 1/ratio steps); "
+        "every warmup step trains above rate 0 (persd.train.schedule)",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0)
     batch_size: int = Field(2, ge=1, description="sequences per device per micro-batch")

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from persd.records import Example
+from persd.train.schedule import FirstStepLearns
 from persd.train.teacher_scores import RowScores, completion_ids
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def make_trainer(
     dataset, dropped = to_dataset(examples, scores, renderer, config.max_seq_len)
     args.remove_unused_columns = False  # the teacher's columns must reach compute_loss
 
-    class OnPolicyTrainer(Trainer):
+    class OnPolicyTrainer(FirstStepLearns, Trainer):
         def compute_loss(  # type: ignore[override]
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **_: Any
         ) -> Any:

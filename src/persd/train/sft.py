@@ -27,6 +27,7 @@ from persd.records import Example
 from persd.train.config import TrainConfig
 from persd.train.data import describe, load_examples, to_dataset
 from persd.train.progress import Progress, make_meter
+from persd.train.schedule import FirstStepLearns
 from persd.train.teacher_scores import RowScores, Scored
 
 
@@ -200,7 +201,8 @@ def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        # A float < 1 is a fraction of the total steps, rounded down (persd.train.schedule).
+        warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         max_length=config.max_seq_len,
@@ -273,7 +275,7 @@ def make_trainer(
                 peft_config=peft_config, callbacks=[meter],
             )  # fmt: skip
         else:
-            trainer = SFTTrainer(
+            trainer = type("SFTTrainer", (FirstStepLearns, SFTTrainer), {})(
                 model=model,
                 args=args,
                 train_dataset=to_dataset(examples, config.format, tokenizer, renderer),
