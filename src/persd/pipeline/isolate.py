@@ -5,8 +5,8 @@ again for evaluation, then again for the next variant, would stack gigabytes in 
 (measured: 8.9 GB peak for train + two evaluations of the 0.5B student in one process). A
 spawned child exits after each stage and its memory goes back to the machine.
 
-The child reports progress ticks, one-line notes and its result over a pipe; a ``PersdError``
-raised there is raised again here with the same one-line message.
+The child reports progress (bars it starts and their ticks), one-line notes and its result
+over a pipe; a ``PersdError`` raised there is raised again here with the same one-line message.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def _child(
     kwargs: dict,
     log_path: str | None = None,
     parent: int | None = None,
+    starts: bool = False,
 ) -> None:
     if parent is not None:
         _exit_with(parent)
@@ -42,6 +43,12 @@ def _child(
     def note(message: str) -> None:
         conn.send(("note", message))
 
+    def start(stage: str, total: int) -> Callable[[int], None]:
+        conn.send(("start", (stage, total)))
+        return tick
+
+    if starts:
+        kwargs = {**kwargs, "start": start}
     try:
         result = fn(*args, tick=tick, note=note, **kwargs)
         conn.send(("ok", result))
@@ -97,21 +104,25 @@ def run_isolated(
     *args: Any,
     on_tick: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_start: Callable[[str, int], Callable[[int], None]] | None = None,
     log_path: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """``fn(*args, tick=..., note=..., **kwargs)`` in a spawned process; its return value comes
     back, its ticks and notes go to ``on_tick`` and ``on_note`` as they arrive. With
-    ``log_path``, everything the child prints goes to that file instead of the terminal."""
+    ``on_start``, ``fn`` also gets ``start(stage, total)``, which begins a bar here
+    (``on_start`` returns its ``advance``) that the child's later ticks move (a stage whose
+    total only the child knows: training's optimizer steps). With ``log_path``, everything the
+    child prints goes to that file instead of the terminal."""
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     import os
 
-    proc = ctx.Process(
-        target=_child, args=(send, fn, args, kwargs, log_path, os.getpid()), name=f"persd-{name}"
-    )
+    child_args = (send, fn, args, kwargs, log_path, os.getpid(), on_start is not None)
+    proc = ctx.Process(target=_child, args=child_args, name=f"persd-{name}")
     proc.start()
     send.close()
+    advance = on_tick
     try:
         while True:
             try:
@@ -123,8 +134,11 @@ def run_isolated(
                     "out of memory? rerun the same command to resume"
                 ) from None
             if kind == "tick":
-                if on_tick:
-                    on_tick(payload)
+                if advance:
+                    advance(payload)
+                continue
+            if kind == "start" and on_start:
+                advance = on_start(*payload)
                 continue
             if kind == "note":
                 if on_note:

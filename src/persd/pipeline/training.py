@@ -28,42 +28,33 @@ def train_variant(
     *,
     tick: Callable[[int], None],
     note: Callable[[str], None],
+    start: Callable[[str, int], Callable[[int], None]],
 ) -> str:
     """Fine-tune ``base_model`` on training sets (a JSON list of JSONL paths); returns the
-    adapter/model directory. Steps and losses go back to the parent as notes, so a long
-    training run in ``persd run`` shows where it is."""
+    adapter/model directory. Its bars (optimizer steps; the teacher's scoring of on-policy rows)
+    and loss lines are drawn by the parent, so a long training run in ``persd run`` shows
+    where it is."""
     from persd.train.sft import train
 
     data = [Path(p) for p in json.loads(data_json)]
-    progress = _StepNotes(note)
     result = train(
         TrainConfig.model_validate_json(settings_json),
         data,
         base_model,
         Path(out),
-        progress=progress,
+        progress=_StageProgress(start, note),
     )
     return str(result.model_dir)
 
 
-class _StepNotes:
-    """A training ``Progress`` for a stage process: every loss line becomes a note that says
-    how many optimizer steps are done of how many."""
+class _StageProgress:
+    """A training ``Progress`` in a stage process: bars and notes cross to the parent."""
 
-    def __init__(self, note: Callable[[str], None]) -> None:
-        self._note = note
-        self._total = 0
-
-    def start(self, stage: str, total: int) -> Callable[[int], None]:
-        if stage != "train":  # the teacher scoring on-policy rows first: no step count
-            self._note(f"{stage}: {total} rows")
-            return lambda n: None
-        self._total = total
-        self._note(f"{stage}: {total} optimizer steps")
-        return lambda n: None
-
-    def note(self, message: str) -> None:
-        self._note(f"{message} (of {self._total} steps)" if self._total else message)
+    def __init__(
+        self, start: Callable[[str, int], Callable[[int], None]], note: Callable[[str], None]
+    ) -> None:
+        self.start = start
+        self.note = note
 
 
 # ---- the train stage of a run ----------------------------------------------------------------
@@ -170,6 +161,7 @@ def _train_one(ctx: RunContext, variant: str, round_: int, out: Path) -> Path:
             base or ctx.config.student.model,
             str(out),
             on_note=lambda m: ctx.progress.note(f"train {name}: {m}"),
+            on_start=lambda stage, total: ctx.progress.start(f"{stage} {name}", total),
             log_path=ctx.stage_log(f"train-{name}"),
         )
     return Path(model_dir)

@@ -43,7 +43,13 @@ def make_meter(progress: Progress | None) -> Any:
                 self.advance(1)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if progress and state.is_world_process_zero and logs and "loss" in logs:
-                progress.note(f"step {state.global_step}: loss {logs['loss']:.4f}")
+            if not (progress and state.is_world_process_zero and logs):
+                return
+            step = f"step {state.global_step}/{state.max_steps}"
+            if "loss" in logs:
+                progress.note(f"{step}: loss {logs['loss']:.4f}")
+            elif "train_loss" in logs:  # the Trainer's last log: this session's mean
+                elapsed = time.perf_counter() - self.t0
+                progress.note(f"{step} in {elapsed:.0f} s: mean loss {logs['train_loss']:.4f}")
 
     return _Meter()

@@ -1,4 +1,4 @@
-"""The learning-rate schedule (issue 34): no optimizer step of a run trains at rate 0."""
+"""Optimizer steps (issue 34): none trains at rate 0, and ``persd run`` shows each one."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from persd.config import load_config  # noqa: E402
+from persd.pipeline.isolate import run_isolated  # noqa: E402
+from persd.pipeline.training import train_variant  # noqa: E402
 from persd.records import Example  # noqa: E402
 from persd.train.config import TrainConfig  # noqa: E402
 from persd.train.schedule import rate_factor, warmup_steps  # noqa: E402
@@ -63,3 +65,36 @@ def test_a_long_run_warms_up_from_a_non_zero_rate():
     assert ramp == [0.25, 0.5, 0.75, 1.0]
     last = rate_factor(99, kind="linear", warmup=3, total_steps=100)
     assert 0 < last < 0.02
+
+
+def test_the_train_stage_draws_a_bar_of_optimizer_steps(tiny_model: Path, tmp_path: Path):  # noqa: F811
+    """The stage process trains; the parent gets a bar of its steps, each tick and the loss
+    lines (it showed one loss line, then nothing until training ended)."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(r.model_dump_json() + "\n" for r in _rows(6)))
+    settings = TrainConfig(
+        max_steps=3, batch_size=2, grad_accum=1, logging_steps=1, max_seq_len=128
+    )
+    bars: list[tuple[str, int]] = []
+    ticks: list[int] = []
+    notes: list[str] = []
+
+    def start(stage: str, total: int):
+        bars.append((stage, total))
+        return ticks.append
+
+    run_isolated(
+        "train",
+        train_variant,
+        settings.model_dump_json(),
+        json.dumps([str(data)]),
+        str(tiny_model),
+        str(tmp_path / "out"),
+        on_start=start,
+        on_note=notes.append,
+        log_path=str(tmp_path / "train.log"),
+    )
+    assert bars == [("train", 3)] and sum(ticks) == 3, (bars, ticks)
+    losses = [n for n in notes if "loss" in n]
+    assert [n.split(":")[0] for n in losses[:3]] == ["step 1/3", "step 2/3", "step 3/3"], notes
+    assert losses[-1].startswith("step 3/3 in ") and "mean loss" in losses[-1], notes
