@@ -79,3 +79,18 @@ def test_the_stage_process_ends_when_persd_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the stage process outlived its killed parent")
+
+
+def _loads_llama_cpp(*, tick, note) -> bool:
+    import llama_cpp  # noqa: F401
+
+    return True
+
+
+def test_a_stage_log_does_not_end_with_llama_cpps_dev_null_warning(tmp_path):
+    """llama-cpp-python keeps two /dev/null files open until exit; each stage log that loaded
+    it ended with a ResourceWarning about them (issue 34, item 7)."""
+    pytest.importorskip("llama_cpp")
+    log = tmp_path / "stage.log"
+    assert run_isolated("llama", _loads_llama_cpp, log_path=str(log))
+    assert "ResourceWarning" not in log.read_text()

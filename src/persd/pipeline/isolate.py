@@ -95,6 +95,12 @@ def _output_to(log_path: str) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     warnings.simplefilter("default")  # shown once each, in the log
+    # llama-cpp-python opens /dev/null twice on import and keeps both open for its destructors
+    # (llama_cpp/_utils.py); closing them early would break those. Every stage log that loaded
+    # it ended with "ResourceWarning: unclosed file ... /dev/null", which is not this stage's.
+    warnings.filterwarnings(
+        "ignore", r"unclosed file <_io\.TextIOWrapper name='/dev/null'", ResourceWarning
+    )
     os.environ.setdefault("TQDM_DISABLE", "1")  # bars are noise in a file
 
 
