@@ -65,9 +65,11 @@ def test_vllm_sampling_params_mean_what_they_mean_elsewhere() -> None:
     assert greedy["seed"] == 7
 
 
-def test_auto_backend_follows_the_model_and_adapter() -> None:
+def test_auto_backend_follows_the_model_and_adapter(monkeypatch) -> None:
     if __import__("importlib").util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed: auto may pick it")
+    # Without llama-cpp-python (with it, auto picks llama_cpp for a GGUF: test_eval_path.py).
+    monkeypatch.setattr("persd.llm.student._llama_cpp_usable", lambda: False)
     assert choose_backend(StudentConfig(), kind="gguf") == "transformers"
     assert choose_backend(StudentConfig(), kind="hf_dir") == "transformers"
     assert choose_backend(StudentConfig(backend="llama_cpp"), kind="gguf") == "llama_cpp"

@@ -116,6 +116,7 @@ def eval_command(
             on_progress=progress,
         )
     console.print(report_table(report))
+    console.print(f"scored: {report.backend} on {report.weights}")
     gen = (
         "unknown (resumed from an older journal)"
         if report.generate_s is None

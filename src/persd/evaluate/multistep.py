@@ -49,6 +49,11 @@ class StepScore(BaseModel):
 class EvalReport(BaseModel):
     model_id: str
     benchmark: str
+    # What was scored: the backend that sampled and the weights it read, e.g. "llama_cpp" and
+    # "model.gguf, Q5_0 served as Q8_0, + GGUF LoRA adapter.lora.gguf". None in reports
+    # written before they were recorded, and for a student that does not say.
+    backend: str | None = None
+    weights: str | None = None
     tasks: int
     n: int
     temperature: float
@@ -163,6 +168,8 @@ def evaluate_student(
     report = EvalReport(
         model_id=student.model_id,
         benchmark=benchmark,
+        backend=getattr(student, "backend", None),
+        weights=getattr(student, "weights", None),
         tasks=len(tasks),
         n=n,
         temperature=temperature,

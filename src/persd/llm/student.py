@@ -1,11 +1,9 @@
 """Which student backend to build for a model: ``StudentConfig`` in, a ``Student`` out.
 
-``backend="auto"`` picks by what the machine and the model allow (docs/STUDENT.md has the
-measurements behind it): vLLM on a CUDA machine that has it; otherwise transformers, batched,
-which outruns single-stream llama.cpp at batch 16 and samples a PEFT adapter with no
-conversion. Every round then samples through the same backend, so a change in pass rate
-between rounds comes from training, not from a change of kernels. llama.cpp only when asked
-for, or when the adapter is already a GGUF LoRA.
+``backend="auto"`` picks what a run evaluates with (docs/STUDENT.md): vLLM on a CUDA machine
+that has it; otherwise llama.cpp for a GGUF model when llama-cpp-python is installed (the
+default run's student, batched, with a trained PEFT LoRA converted for it), so ``persd eval``
+and a run score the same model on the same kernels; transformers for anything else.
 """
 
 from __future__ import annotations
@@ -90,6 +88,10 @@ def _vllm_usable() -> bool:
     return torch.cuda.is_available()
 
 
+def _llama_cpp_usable() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def choose_backend(config: StudentConfig, *, kind: str) -> Backend:
     """The backend ``auto`` means for this model ``kind`` ("gguf", "hf_dir", "hub")."""
     if config.backend != "auto":
@@ -97,6 +99,11 @@ def choose_backend(config: StudentConfig, *, kind: str) -> Backend:
     if _vllm_usable():
         return "vllm"
     if kind == "gguf" and config.adapter is not None and config.adapter.suffix == ".gguf":
+        return "llama_cpp"
+    # What a run evaluates with (pipeline/default.yaml): the quantised GGUF served by llama.cpp,
+    # a PEFT adapter converted for it. transformers would score dequantised bf16 weights, and
+    # the same model would get another number from `persd eval` than from its run.
+    if kind == "gguf" and _llama_cpp_usable():
         return "llama_cpp"
     return "transformers"
 

@@ -139,12 +139,19 @@ class HFStudent:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
         self._model_id = f"{base}+{adapter_label(adapter)}" if adapter else base
+        # What an evaluation report says it scored (with ``backend``).
+        self.weights = f"{path}" + (", dequantised" if local.suffix == ".gguf" else "")
+        self.weights += f", {dtype}" + (f", + PEFT adapter {adapter}" if adapter else "")
+        if adapter and merge_adapter:
+            self.weights += " (merged)"
         from persd.llm.render import from_gguf, from_hf_tokenizer
 
         # A GGUF model is tokenised as llama.cpp tokenises it, in training and in every
         # backend; the tokenizer transformers rebuilds from it differs on some whitespace.
         gguf = gguf_source or (local if local.suffix == ".gguf" else None)
         self.renderer = from_gguf(gguf) if gguf else from_hf_tokenizer(self.tokenizer, str(path))
+
+    backend = "transformers"
 
     @property
     def model_id(self) -> str:

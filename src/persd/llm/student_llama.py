@@ -103,11 +103,15 @@ class LlamaStudent:
         # THE renderer: the ids this student is sampled from are the ids it is trained on.
         self.renderer = from_llama(self.llm, str(path))
         self.parallel = parallel
+        self.weights = str(path) + (", Q5_0 served as Q8_0" if served != path else "")
+        if lora_path:
+            self.weights += f", + GGUF LoRA {lora_path}"
         base = name or path.name.removesuffix(".gguf")
         self._model_id = f"{base}+{adapter_label(lora_path)}" if lora_path else base
 
     # A reply may end once its program is final (``SamplingParams.stop_when_answered``).
     stops_when_answered = True
+    backend = "llama_cpp"  # with ``weights``: what an evaluation report says it scored
 
     @property
     def model_id(self) -> str:

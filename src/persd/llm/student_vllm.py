@@ -85,6 +85,10 @@ class VLLMStudent:
         self.lora = LoRARequest(Path(adapter).name, 1, str(adapter)) if adapter else None
         base = name or Path(str(model)).name
         self._model_id = f"{base}+{Path(adapter).name}" if adapter else base
+        # What an evaluation report says it scored (with ``backend``).
+        self.weights = f"{model}, {dtype}" + (f", + PEFT adapter {adapter}" if adapter else "")
+
+    backend = "vllm"
 
     @property
     def model_id(self) -> str:
