@@ -18,6 +18,8 @@ import ast
 import re
 import textwrap
 
+from persd.pysource import parse_module
+
 # Where a base completion of a HumanEval-style prompt stops: the function body is over when
 # something starts at column 0. Used as the backends' stop sequences and again here, because a
 # backend may overshoot (a stop string can end inside a token).
@@ -100,7 +102,7 @@ def _unfenced_code(text: str) -> str:
 
 def _parses(source: str) -> bool:
     try:
-        ast.parse(source)
+        parse_module(source)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -177,7 +179,7 @@ def drop_test_code(source: str, entry_point: str | None = None) -> str:
     """``source`` without top-level test/demo statements (see ``_is_junk``) and, given the
     entry point, without test functions (``_is_test_function``); unparsable: as is."""
     try:
-        tree = ast.parse(source)
+        tree = parse_module(source)
     except (SyntaxError, ValueError):
         return source
     functions = {
@@ -221,7 +223,7 @@ def attach_prompt_context(code: str, prompt: str, entry_point: str) -> str:
     helper may need an import of its own.
     """
     try:
-        code_tree, prompt_tree = ast.parse(code), ast.parse(prompt)
+        code_tree, prompt_tree = parse_module(code), parse_module(prompt)
     except (SyntaxError, ValueError):
         return code
     defined = set().union(*(_bound_names(n) for n in code_tree.body))

@@ -15,7 +15,6 @@ What the training string is, per format:
 
 from __future__ import annotations
 
-import ast
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from persd.llm.chat_templates import (
     prompt_text,
     student_refine_prompt,
 )
+from persd.pysource import parse_module
 from persd.records import Attempt, Example, Execution, Task, TeacherCall, Variant
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def fenced(code: str) -> str:
 def _prompt_is_module(prompt: str) -> bool:
     # A docstring-only prompt compiles by itself; a HumanEval prompt ends inside a def.
     try:
-        ast.parse(prompt)
+        parse_module(prompt)
     except SyntaxError:
         return False
     return True

@@ -19,6 +19,7 @@ from persd.llm.chat_templates import render_chat
 from persd.pipeline.config import SynthConfig
 from persd.pipeline.store import StageFile
 from persd.pipeline.teach import LazyTeacher, TeacherRequest, ask, with_teacher
+from persd.pysource import parse_module
 from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
 from persd.sandbox import Job, Sandbox
 from persd.sandbox.runner import MAX_REPR
@@ -86,7 +87,7 @@ def _call_in(line: str, entry_point: str) -> ast.Call | None:
     if not line or line.startswith("#"):
         return None
     try:
-        node: ast.AST = ast.parse(line, mode="exec")
+        node: ast.AST = parse_module(line)
     except SyntaxError:
         return None
     body = node.body  # type: ignore[attr-defined]

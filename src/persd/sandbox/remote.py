@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from persd.pysource import parse_module
 from persd.sandbox.ast_lock import AST_LOCK
 
 TRUSTED_MODULES = {"math": math}
@@ -109,7 +110,7 @@ def split_assert(source: str, trusted_names: frozenset[str] = frozenset()) -> Sp
 
 
 def _split(source: str, trusted_names: frozenset[str]) -> SplitAssert:
-    tree = ast.parse(source.strip())
+    tree = parse_module(source.strip())
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError(f"not a single assert statement: {source[:80]!r}")
     splitter = _Splitter(_BUILTIN_NAMES | frozenset(TRUSTED_MODULES) | trusted_names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from persd.pysource import parse_expression, parse_module
 from persd.records import Comparison, Test
 
 
@@ -91,7 +92,7 @@ def assert_to_test(
     """
     text = statement.strip()
     try:
-        module = ast.parse(text)
+        module = parse_module(text)
     except SyntaxError as e:
         raise TestSyntaxError(f"is not valid Python ({e.msg}, line {e.lineno})") from None
     if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
@@ -126,7 +127,7 @@ def _split_equality(text: str, node: ast.Assert, entry_point: str) -> tuple[str,
 def check_to_test(source: str) -> Test:
     """A ``def check(candidate)`` source as a ``check`` test; raises ``TestSyntaxError``."""
     try:
-        module = ast.parse(source)
+        module = parse_module(source)
     except SyntaxError as e:
         raise TestSyntaxError(f"is not valid Python ({e.msg}, line {e.lineno})") from None
     has_check = any(
@@ -152,7 +153,7 @@ def structured_test(
 ) -> Test:
     """A ``call`` test from text fields; raises ``TestSyntaxError`` when they do not fit."""
     try:
-        expr = ast.parse(call.strip(), mode="eval")
+        expr = parse_expression(call.strip())
     except SyntaxError as e:
         raise TestSyntaxError(f"is not a Python expression ({e.msg})", "call") from None
     if not calls_name(expr, entry_point):

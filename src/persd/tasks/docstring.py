@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from persd.pysource import parse_expression, parse_module
 from persd.tasks.asserts import calls_name, literal_value
 from persd.tasks.examples import BUILTINS, Example, Found, Unparsed, make_example, read_literal
 
@@ -49,7 +50,7 @@ class Extraction:
 def find_function(prompt: str, name: str) -> ast.FunctionDef | None:
     """The top-level ``def name`` in the prompt, or None when the prompt has none."""
     try:
-        module = ast.parse(prompt)
+        module = parse_module(prompt)
     except SyntaxError:
         return None
     return next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
@@ -123,7 +124,7 @@ def extract_examples(prompt: str, entry_point: str) -> Extraction:
 
 def _defined_names(prompt: str) -> frozenset[str]:
     try:
-        module = ast.parse(prompt)
+        module = parse_module(prompt)
     except SyntaxError:
         return frozenset()
     return frozenset(n.name for n in ast.walk(module) if isinstance(n, ast.FunctionDef))
@@ -134,7 +135,7 @@ def _doctest_examples(doc: str, entry_point: str) -> list[Found]:
     for ex in doctest.DocTestParser().get_examples(doc):
         source, want = ex.source.strip(), ex.want.strip()
         try:
-            expr = ast.parse(source, mode="eval").body
+            expr = parse_expression(source).body
         except SyntaxError:
             found.append(Unparsed(source, "not a Python expression"))
             continue

@@ -12,6 +12,7 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
+from persd.pysource import parse_expression
 from persd.tasks.asserts import calls_name, literal_value
 
 BUILTINS = frozenset(dir(builtins))
@@ -44,7 +45,7 @@ Found = Example | Unparsed
 def make_example(call: str, value_text: str, entry_point: str, style: str, text: str) -> Found:
     """An Example when ``call`` calls the entry point with literal arguments, else Unparsed."""
     try:
-        expr = ast.parse(call.strip(), mode="eval")
+        expr = parse_expression(call.strip())
     except SyntaxError:
         return Unparsed(text, "the call is not a Python expression")
     node = expr.body
@@ -92,7 +93,7 @@ def read_literal(text: str) -> tuple[bool, Any]:
         candidate = candidate.strip()
         candidate = _BOOLEANS.get(candidate.lower(), candidate) if candidate else candidate
         try:
-            node = ast.parse(candidate, mode="eval").body
+            node = parse_expression(candidate).body
         except SyntaxError:
             continue
         ok, value = literal_value(node)

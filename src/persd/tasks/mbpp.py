@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from persd.errors import DataError, PersdError
+from persd.pysource import parse_module
 from persd.records import Task
 from persd.tasks.asserts import TestSyntaxError, assert_to_test
 from persd.tasks.templates_io import prompt_template
@@ -82,7 +83,7 @@ def entry_point_of(test_list: Sequence[str], code: str = "") -> str | None:
 
 def _defined_functions(code: str) -> frozenset[str]:
     try:
-        tree = ast.parse(_lf(code))
+        tree = parse_module(_lf(code))
     except SyntaxError:
         return frozenset()
     return frozenset(n.name for n in tree.body if isinstance(n, ast.FunctionDef))
@@ -91,7 +92,7 @@ def _defined_functions(code: str) -> frozenset[str]:
 def _called_names(statement: str) -> list[str]:
     """Names called in the statement, outermost first (breadth-first)."""
     try:
-        tree = ast.parse(_lf(statement).strip())
+        tree = parse_module(_lf(statement).strip())
     except SyntaxError:
         return []
     names: list[str] = []
@@ -116,7 +117,7 @@ def entry_signature(code: str, entry_point: str) -> str | None:
     since they can hold part of the solution (the paper's prompt leaks MBPP/601's whole class).
     """
     try:
-        tree = ast.parse(_lf(code))
+        tree = parse_module(_lf(code))
     except SyntaxError:
         return None
     lines = _lf(code).split("\n")
