@@ -107,6 +107,19 @@ def test_an_unreachable_teacher_fails_in_seconds_naming_the_keys(tmp_path: Path)
     # ~2 s here; the bound only catches a return of minutes of student work before failing.
     assert took < 60, took
     assert not list((tmp_path / "r").glob("*.jsonl"))  # no stage ran
+    # The user corrects the URL (here: to another address with no server) and runs again: the
+    # run directory computed nothing, so it takes the corrected config instead of refusing it.
+    cfg.write_text(cfg.read_text().replace("127.0.0.1:9/", "127.0.0.1:10/"))
+    again = subprocess.run(
+        [sys.executable, "-c", "from persd.cli import main; main()", "run", str(cfg)]
+        + ["--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert "different config" not in again.stderr, again.stderr
+    assert "127.0.0.1:10" in again.stderr and "teacher.base_url" in again.stderr
 
 
 def test_eval_refuses_an_unknown_mbpp_shape_in_one_line() -> None:

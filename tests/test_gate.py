@@ -48,7 +48,8 @@ def _with(gains: int, losses: int) -> dict[str, bool]:
 def test_a_model_worse_than_the_base_is_never_kept():
     result = decide(BASE, [(_cand("persd"), _with(1, 3))], GateConfig())
     assert result.kept == "base" and result.kept_path is None
-    assert "the base stays the result" in result.verdict
+    assert result.verdict.startswith("the base is the result: no trained model cleared")
+    assert "(gained - lost >= 1)" in result.verdict and "the best, persd, had +1/−3" in result.verdict
     assert result.rows[0].decision == "best of its variant; no gain"
 
 
@@ -65,8 +66,8 @@ def test_the_best_checkpoint_of_the_best_variant_is_kept():
         "not its variant's best",
         "not kept",
     ]
-    assert result.verdict.startswith("persd epoch 1: +3/−0 on 10 tasks")
-    assert result.verdict.endswith("→ kept")
+    assert result.verdict.startswith("persd@epoch1 is the result: +3/−0 on 10 tasks")
+    assert result.verdict.endswith("clears the rule (gained - lost >= 1)")
 
 
 def test_a_tie_goes_to_the_earlier_checkpoint_and_max_p_is_honoured():

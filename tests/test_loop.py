@@ -128,12 +128,20 @@ def test_loop_runs_end_to_end(reference_run) -> None:
 
 def test_rerun_recomputes_nothing(reference_run) -> None:
     cfg, run_dir, _ = reference_run
-    before = {p.name: p.read_text() for p in run_dir.glob("*.jsonl")}
+    stages = ("attempts", "executions", "solutions", "refinements", "verifications")
+    before = {p: (run_dir / f"{p}.jsonl").read_text() for p in stages}
     calls = _paid_calls(run_dir)
+    first = json.loads((run_dir / "summary.json").read_text())
     _run("run", str(cfg), "--run-dir", str(run_dir))
-    assert {p.name: p.read_text() for p in run_dir.glob("*.jsonl")} == before
+    assert {p: (run_dir / f"{p}.jsonl").read_text() for p in stages} == before
     assert _paid_calls(run_dir) == calls
-    assert json.loads((run_dir / "summary.json").read_text())["teacher_calls_new"] == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["teacher_calls_new"] == 0
+    # The resume keeps every stage's time (it adds its own milliseconds) and the wall time.
+    assert set(first["stage_seconds"]) >= {"attempt", "solve+refine", "build"}
+    for stage, sec in first["stage_seconds"].items():
+        assert summary["stage_seconds"][stage] >= sec, stage
+    assert summary["wall_seconds"] > first["wall_seconds"] >= sum(first["stage_seconds"].values())
 
 
 @pytest.mark.slow  # two more runs of the loop (~90 s)
@@ -213,9 +221,11 @@ def test_the_gate_scores_trained_models_on_held_out_tasks(tmp_path, smollm2_gguf
     assert not held & attempted and not held & {r["task_id"] for r in rows}
     assert gate["validation_tasks"] == 2 and gate["rows"]
     assert summary["kept"] == gate["kept"] and gate["verdict"] in " ".join(out.split())
+    # The decision is the summary's first line and the report's first card.
+    assert next(iter(summary)) == "result" and summary["result"] == gate["verdict"]
     for row in gate["rows"]:
         assert row["vs_base"]["tasks"] == 2
-    assert "kept" in out and "validation: base" in out
+    assert "result" in out and "validation: base" in out
     # Libraries' own output (loading bars, warnings) goes to the run's logs, not the terminal.
     assert "Loading weights" not in out and "it/s" not in out
     assert list((run_dir / "logs").glob("train-*.log")) and list(
@@ -223,6 +233,10 @@ def test_the_gate_scores_trained_models_on_held_out_tasks(tmp_path, smollm2_gguf
     )
     page = (run_dir / "report.html").read_text()
     assert "Held-out gate" in page and html.escape(gate["rule"]) in page
+    first = page[page.index('<div class="card">') :]
+    assert first.startswith(
+        f'<div class="card"><div class="label">result</div><div class="value">{gate["kept"]}'
+    )
 
 
 def test_onpolicy_variant_trains_from_the_run_config(reference_run, tmp_path) -> None:

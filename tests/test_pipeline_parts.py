@@ -23,6 +23,11 @@ def _attempt(task_id: str, code: str = "def f(x):\n    return x\n") -> Attempt:
     )
 
 
+def _write_a_record(store: RunStore) -> None:
+    """A stage has written: from now on the directory's config is pinned."""
+    store.stage("attempts", Attempt).append([_attempt("T/0")])
+
+
 def test_stage_file_appends_and_drops_a_torn_last_line(tmp_path):
     store = RunStore(tmp_path)
     stage = store.stage("attempts", Attempt)
@@ -47,9 +52,24 @@ def test_stage_file_names_file_and_line_of_a_bad_row(tmp_path):
 def test_run_dir_refuses_a_different_config(tmp_path):
     store = RunStore(tmp_path)
     store.bind(PoolConfig(limit=5))
+    _write_a_record(store)
     store.bind(PoolConfig(limit=5))  # same config: fine
     with pytest.raises(RunDirError, match="changed: limit"):
         store.bind(PoolConfig(limit=6))
+
+
+def test_a_run_dir_without_records_takes_a_corrected_config(tmp_path):
+    """A run stopped before any stage wrote (its preflight failed) pins nothing: the corrected
+    config replaces the snapshot. Once a stage has written, a change is refused again."""
+    store = RunStore(tmp_path)
+    store.bind(PoolConfig(limit=5))
+    (store.logs / "preflight.log").write_text("teacher unreachable\n")
+    store.stage("attempts", Attempt).path.touch()  # an empty file holds no record
+    store.bind(PoolConfig(limit=6))
+    assert "limit: 6" in (tmp_path / "config.yaml").read_text()
+    store.stage("attempts", Attempt).append([_attempt("T/1")])
+    with pytest.raises(RunDirError, match="changed: limit"):
+        store.bind(PoolConfig(limit=7))
 
 
 def test_operational_settings_may_change_on_resume(tmp_path):
@@ -61,6 +81,7 @@ def test_operational_settings_may_change_on_resume(tmp_path):
     store = RunStore(tmp_path)
     config = RunConfig()
     store.bind(config, operational=OPERATIONAL)
+    _write_a_record(store)
     sandbox = config.sandbox.model_copy(
         update={"workers": 3, "preimport": ("math",), "send_calls_ahead": False}
     )
@@ -80,6 +101,7 @@ def test_keys_a_newer_version_added_count_only_when_set(tmp_path):
 
     store = RunStore(tmp_path)
     store.bind(PoolConfig(limit=5))
+    _write_a_record(store)
     snapshot = tmp_path / "config.yaml"
     old = yaml.safe_load(snapshot.read_text())
     del old["ngram"]  # as written by a version without the key
@@ -107,6 +129,7 @@ def test_an_older_run_dir_resumes_only_with_the_teacher_sampling_it_was_made_wit
 
     store = RunStore(tmp_path)
     store.bind(config(True), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+    _write_a_record(store)
     snapshot = tmp_path / "config.yaml"
     old = yaml.safe_load(snapshot.read_text())
     del old["teacher"]["server"]["legacy_sampling"]  # as an older persd wrote it
@@ -304,3 +327,39 @@ def test_base_attempts_stop_where_the_task_prompt_says(tmp_path):
             asked = [stop for n, stop in student.calls for _ in range(n)]
             assert asked == [base_stop_sequences(t.prompt, t.entry_point) for t in tasks]
             assert all(a.sampling["stop"] for a in out.read())
+
+
+def test_stage_times_survive_a_resume_and_add_up(tmp_path):
+    """Each stage's wall time is kept with the run's records: a second invocation that
+    finds everything done adds its few milliseconds instead of erasing the first's minutes."""
+    from persd.pipeline.timings import StageTimer
+
+    first = StageTimer(tmp_path)
+    with first.stage("attempt"):
+        pass
+    with first.stage("solve+refine"):
+        pass
+    first.finish()
+    seconds = first.seconds
+    assert list(seconds) == ["attempt", "solve+refine"]
+    resumed = StageTimer(tmp_path)  # the next `persd run` in the same directory
+    with resumed.stage("build"):
+        pass
+    again = resumed.seconds
+    assert list(again) == ["attempt", "solve+refine", "build"]
+    assert again["attempt"] == seconds["attempt"]
+    assert resumed.wall_seconds() >= first.wall_seconds() - first.elapsed()
+
+
+def test_stage_times_of_an_older_run_dir_are_taken_over_from_its_summary(tmp_path):
+    from persd.pipeline.timings import StageTimer
+
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"stage_seconds": {"attempt": 72.5, "solve+refine": 310.0}})
+    )
+    timer = StageTimer(tmp_path)
+    with timer.stage("build"):
+        pass
+    assert timer.seconds["attempt"] == 72.5 and timer.seconds["solve+refine"] == 310.0
+    assert timer.wall_seconds() >= 382.5
+    assert StageTimer(tmp_path).seconds["attempt"] == 72.5  # taken over once, not twice

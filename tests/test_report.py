@@ -391,3 +391,69 @@ def test_a_multi_round_run_gets_a_rounds_table(example_run: Path, tmp_path: Path
     page = write_report(example_run, tmp_path / "r.html").read_text()
     assert 'id="rounds"' in page and "training: continue" in page
     assert "<td>1</td><td>24</td><td>5/24</td>" in page
+
+
+def _no_gain_gate():
+    from persd.evaluate.paired import Paired
+    from persd.pipeline.gate import Candidate, GateResult, GateRow
+
+    row = GateRow(
+        candidate=Candidate(variant="persd_combined", checkpoint="final", path="m/final"),
+        vs_base=Paired(tasks=40, base_passed=13, passed=13, gained=0, lost=0, p_value=1.0),
+        decision="best of its variant; no gain",
+    )
+    return GateResult(
+        validation_tasks=40,
+        base_passed=13,
+        rule="gained - lost >= 1",
+        rows=[row],
+        kept="base",
+        verdict="the base is the result: no trained model cleared the rule",
+    )
+
+
+def _gated(run: Path) -> Path:
+    """The example run as the default run ends when training gains nothing: the gate keeps
+    the base, while the rejected model scored higher on the benchmark sample (there: lower;
+    the labels must not depend on which way it went)."""
+    summary = json.loads((run / "summary.json").read_text())
+    gate = _no_gain_gate()
+    summary |= {"gate": gate.model_dump(mode="json"), "kept": "base", "validation_tasks": 40}
+    summary.pop("result", None)  # as a summary.json written before the field existed
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_the_first_card_is_the_runs_decision_and_rejected_models_say_so(
+    example_run: Path,
+) -> None:
+    page = write_report(_gated(example_run)).read_text()
+    first = page.index('<div class="card">')
+    card = page[first : page.index("</div></div>", first)]
+    assert '<div class="label">result</div><div class="value">base</div>' in card
+    assert "no trained model cleared the rule" in card
+    # The benchmark card leads with the kept model; the rejected one is named as such.
+    assert "pass@1 humaneval (40 tasks): base (the result)" in page
+    assert "persd_combined 52.5% (rejected by the gate)" in page
+    assert "80.0% → 52.5%" not in page
+
+
+def test_the_summary_table_leads_with_the_result_and_labels_rejected_models() -> None:
+    from rich.console import Console
+
+    from persd.cli.run import summary_table
+    from persd.pipeline.summary import RunSummary
+
+    saved = json.loads((EXAMPLE / "summary.json").read_text())
+    s = RunSummary.model_validate(saved)
+    s = s.model_copy(
+        update={"result": "the base is the result: ...", "kept": "base", "gate": _no_gain_gate()}
+    )
+    console = Console(record=True, width=200)
+    console.print(summary_table(s))
+    lines = [ln for ln in console.export_text().splitlines() if "│" in ln]
+    assert "result" in lines[0] and "base" in lines[0]
+    assert any("persd_combined (rejected by the gate)" in ln for ln in lines)
+    assert any("gate rule (to replace the base)" in ln for ln in lines)
+    assert not any("failed: failed" in ln for ln in lines)
+    assert any("local, no cost" in ln for ln in lines) == s.teacher_local

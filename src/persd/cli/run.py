@@ -49,14 +49,52 @@ def _loop(
     return Loop(cfg, where, progress=progress, force=force, dry_run=dry_run, verbose=verbose)
 
 
+# How an attempt's failure reads in the table: a status, or an exception's own name.
+FAILURE_LABELS = {
+    "failed": "wrong result (a test's assert failed)",
+    "error": "raised an error",
+    "syntax_error": "syntax error",
+    "timeout": "timed out",
+    "memory": "out of memory",
+    "exited_early": "exited early",
+    "killed": "killed",
+}
+
+
 def summary_table(s: RunSummary) -> Table:
     t = Table(title="persd run", show_header=True)
     t.add_column("")
     t.add_column("value", justify="right")
+    if s.result:
+        t.add_row("[bold]result[/bold]", f"[bold]{s.kept or 'base'}[/bold]")
     t.add_row("tasks (removed)", f"{s.tasks} ({s.tasks_removed})")
     t.add_row("attempts passed", f"{s.attempts_passed}/{s.attempts} ({s.attempt_pass_rate:.1%})")
     for kind, n in s.failures.items():
-        t.add_row(f"  failed: {kind}", str(n))
+        t.add_row(f"  attempts failed: {FAILURE_LABELS.get(kind, kind)}", str(n))
+    _teacher_rows(t, s)
+    for r in s.rounds:
+        t.add_row(
+            f"round {r.round} ({r.tasks} tasks)",
+            f"passed {r.attempts_passed}/{r.attempts}, accepted "
+            f"{r.refinements_verified}/{r.refinements}, {r.examples} examples"
+            + ("" if r.trained else ", not trained"),
+        )
+    _gate_rows(t, s)
+    for model, by_bench in s.evaluation.items():
+        standing = s.standing(model)
+        for bench, p1 in by_bench.items():
+            vs = s.versus_base.get(model, {}).get(bench)
+            extra = f"  +{vs.gained}/−{vs.lost} vs base, p={vs.p_value:.2g}" if vs else ""
+            name = f"{model} ({standing})" if standing else model
+            t.add_row(f"pass@1 {bench}: {name}", f"{100 * p1:.1f}%{extra}")
+    for stage, sec in s.stage_seconds.items():
+        t.add_row(f"  time: {stage}", _duration(sec))
+    if s.wall_seconds is not None:
+        t.add_row("time: the whole run (every invocation)", _duration(s.wall_seconds))
+    return t
+
+
+def _teacher_rows(t: Table, s: RunSummary) -> None:
     t.add_row("teacher solutions verified", f"{s.solutions_verified}/{s.solutions}")
     t.add_row(
         "refinements accepted",
@@ -69,37 +107,30 @@ def summary_table(s: RunSummary) -> Table:
     t.add_row("teacher tokens in / out", f"{s.teacher_tokens_in} / {s.teacher_tokens_out}")
     t.add_row("teacher calls (this invocation)", str(s.teacher_calls_new))
     per = s.cost_per_accepted
-    t.add_row(
-        "teacher cost (per accepted)",
-        f"${s.teacher_cost_usd:.4f}" + (f" (${per:.5f})" if per is not None else ""),
-    )
-    for r in s.rounds:
-        t.add_row(
-            f"round {r.round} ({r.tasks} tasks)",
-            f"passed {r.attempts_passed}/{r.attempts}, accepted "
-            f"{r.refinements_verified}/{r.refinements}, {r.examples} examples"
-            + ("" if r.trained else ", not trained"),
-        )
+    cost = f"${s.teacher_cost_usd:.4f}" + (f" (${per:.5f})" if per is not None else "")
+    if s.teacher_local and not s.teacher_cost_usd:
+        cost = "local, no cost"
+    t.add_row("teacher cost (per accepted)", cost)
+
+
+def _gate_rows(t: Table, s: RunSummary) -> None:
     if s.validation_tasks:
         t.add_row("validation tasks (held out)", str(s.validation_tasks))
-    if s.gate is not None:
-        g = s.gate
-        t.add_row("validation: base", f"{g.base_passed}/{g.validation_tasks}")
-        for row in g.rows:
-            p = row.vs_base
-            t.add_row(
-                f"validation: {row.candidate.variant} {row.candidate.checkpoint}",
-                f"{p.passed}/{p.tasks}  +{p.gained}/−{p.lost} p={p.p_value:.2g}  {row.decision}",
-            )
-        t.add_row("kept", f"{s.kept}  ({g.rule})")
-    for model, by_bench in s.evaluation.items():
-        for bench, p1 in by_bench.items():
-            vs = s.versus_base.get(model, {}).get(bench)
-            extra = f"  +{vs.gained}/−{vs.lost} vs base, p={vs.p_value:.2g}" if vs else ""
-            t.add_row(f"pass@1 {bench}: {model}", f"{100 * p1:.1f}%{extra}")
-    for stage, sec in s.stage_seconds.items():
-        t.add_row(f"  time: {stage}", f"{sec:.1f} s")
-    return t
+    if s.gate is None:
+        return
+    g = s.gate
+    t.add_row("validation: base", f"{g.base_passed}/{g.validation_tasks}")
+    for row in g.rows:
+        p = row.vs_base
+        t.add_row(
+            f"validation: {row.candidate.label}",
+            f"{p.passed}/{p.tasks}  +{p.gained}/−{p.lost} p={p.p_value:.2g}  {row.decision}",
+        )
+    t.add_row("gate rule (to replace the base)", g.rule)
+
+
+def _duration(sec: float) -> str:
+    return f"{sec:.1f} s" if sec < 120 else f"{sec / 60:.1f} min ({sec:,.0f} s)"
 
 
 def run(
@@ -154,8 +185,8 @@ def run(
             return
         summary = loop.run(train=train, evaluate=evaluate)
     console.print(summary_table(summary))
-    if summary.gate is not None:
-        console.print(summary.gate.verdict)
+    if summary.result:
+        console.print(f"[bold]result:[/bold] {summary.result}", soft_wrap=True)
     console.print(f"run directory: {loop.store.root}")
     _write_report(loop.store.root)
 

@@ -9,9 +9,7 @@ run rebuilds the same context from the same files.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +17,7 @@ from persd.pipeline.pool_stage import Pool, load_pool
 from persd.pipeline.progress import LogProgress, Progress
 from persd.pipeline.store import RunStore
 from persd.pipeline.synth import needs_tests, with_tests
+from persd.pipeline.timings import StageTimer
 from persd.records import Attempt, Execution, SynthesizedTests, Task, TeacherCall
 
 if TYPE_CHECKING:
@@ -53,21 +52,6 @@ OPERATIONAL = (
 IMPLIED_BEFORE: dict[str, object] = {"teacher.server.legacy_sampling": True}
 
 
-class StageTimer:
-    """Wall seconds per stage name, summed over every time the stage ran (summary.json)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
 def _default_student(config: RunConfig) -> Student:
     from persd.llm.student import load_student
 
@@ -100,7 +84,7 @@ class RunContext:
             check_only=dry_run,
         )
         self.make_student = make_student
-        self.timer = StageTimer()
+        self.timer = StageTimer(None if dry_run else self.store.root)
         self.teacher_calls_new = 0
         self.attempts = self.store.stage("attempts", Attempt)
         self.executions = self.store.stage("executions", Execution)

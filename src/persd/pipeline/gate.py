@@ -102,22 +102,24 @@ def decide(
         else:
             decision = "not its variant's best"
         rows.append(GateRow(candidate=c, vs_base=p, decision=decision))
-    n = len(base)
+    n, rule = len(base), rule_text(cfg)
     if kept is not None:
         c, p = kept
-        verdict = f"{c.variant} {c.checkpoint}: {p.describe()} on validation → kept"
+        verdict = (
+            f"{c.label} is the result: {p.describe()} on validation, which clears the rule ({rule})"
+        )
     elif winner is not None:
         c, p = winner
         verdict = (
-            f"no trained model beat the base on {n} validation tasks (best: {c.variant} "
-            f"{c.checkpoint}, {p.describe()}): the base stays the result"
+            f"the base is the result: no trained model cleared the rule ({rule}) on {n} "
+            f"validation tasks; the best, {c.label}, had {p.describe()}"
         )
     else:
-        verdict = "nothing was trained: the base stays the result"
+        verdict = "the base is the result: nothing was trained"
     return GateResult(
         validation_tasks=n,
         base_passed=sum(base.values()),
-        rule=rule_text(cfg),
+        rule=rule,
         rows=rows,
         kept=kept[0].label if kept else "base",
         kept_path=kept[0].path if kept else None,

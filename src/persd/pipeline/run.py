@@ -67,6 +67,7 @@ class Loop(RunContext):
         evals = self.evaluate(trained, gate) if evaluate else {}
         result = self.summary(datasets).model_copy(
             update={
+                "result": summary.decision(gate, len(trained), len(self.pool.validation)),
                 "evaluation": evaluate_pass1(evals),
                 "validation_tasks": len(self.pool.validation),
                 "gate": gate,
@@ -75,6 +76,7 @@ class Loop(RunContext):
             }
         )
         (self.store.root / "summary.json").write_text(result.model_dump_json(indent=2))
+        self.timer.finish()
         return result
 
     def _round_can_start(self, round_: int) -> bool:

@@ -157,7 +157,8 @@ class RunStore:
         implied: Mapping[str, object] | None = None,
         check_only: bool = False,
     ) -> None:
-        """Create the directory, or check it belongs to ``config`` (no silent stacking).
+        """Create the directory, or check it belongs to ``config`` (no silent stacking); a
+        directory without records (``has_records``) takes the new config.
 
         Keys under an ``operational`` prefix (worker counts, timeouts, budgets) change how a
         run executes, not what it computes, so they may differ on resume. A key absent from an
@@ -188,7 +189,7 @@ class RunStore:
                 if not any(k == p or k.startswith(p + ".") for p in operational)
                 and not (_missing(old, k) and was(k) == _lookup(new_data, k))
             )
-        if changed and not force:
+        if changed and not force and self.has_records():
             raise RunDirError(
                 f"{self.root}: holds a run with a different config (changed: "
                 f"{', '.join(changed[:5])}); use another --run-dir, or --force to continue anyway"
@@ -198,6 +199,18 @@ class RunStore:
 
     def stage(self, name: str, record: type[R]) -> StageFile:
         return StageFile(self.root / f"{name}.jsonl", record)
+
+    def has_records(self) -> bool:
+        """Whether any stage has written here. A directory holding only its config snapshot
+        and logs (a run stopped by its preflight: a dead teacher, a missing key) computed
+        nothing the config could invalidate, so a corrected config simply replaces it."""
+        if not self.root.is_dir():
+            return False
+        bookkeeping = {"config.yaml", "logs", "timings.jsonl", "report.html"}
+        return any(
+            p.name not in bookkeeping and not (p.is_file() and p.stat().st_size == 0)
+            for p in self.root.iterdir()
+        )
 
     def records(self, *, repair: bool = True) -> StageRecords:
         """All stage files, read once (``repair=False``: for readers of a run in progress)."""

@@ -38,6 +38,9 @@ class RoundSummary(BaseModel):
 
 
 class RunSummary(BaseModel):
+    # The run's decision in words, first in summary.json: which model is the result, on what
+    # evidence, and what the gate's rule required (see ``decision``).
+    result: str = ""
     tasks: int
     tasks_removed: int = 0
     attempts: int = 0
@@ -55,7 +58,10 @@ class RunSummary(BaseModel):
     teacher_tokens_in: int = 0
     teacher_tokens_out: int = 0
     teacher_cost_usd: float = 0.0
-    stage_seconds: dict[str, float] = Field(default_factory=dict)  # this invocation
+    teacher_local: bool = False  # a teacher persd serves on this machine: no price, no cost
+    # stage -> wall seconds, summed over every invocation of the run directory (timings.jsonl)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    wall_seconds: float | None = None  # every invocation of ``persd run``, end to end
     evaluation: dict[str, dict[str, float]] = Field(default_factory=dict)  # pass@1, step 0
     validation_tasks: int = 0  # held out of the pool for the gate
     gate: GateResult | None = None  # every trained checkpoint against the base on validation
@@ -71,6 +77,15 @@ class RunSummary(BaseModel):
     @property
     def acceptance_rate(self) -> float:
         return self.refinements_verified / self.refinements if self.refinements else 0.0
+
+    def standing(self, model: str) -> str:
+        """How the gate judged an evaluated model: "the result", "rejected by the gate", or
+        "" when the run had no gate (or for the base when a trained model was kept)."""
+        if self.gate is None:
+            return ""
+        if model == self.kept:
+            return "the result"
+        return "" if model == "base" else "rejected by the gate"
 
     @property
     def cost_per_accepted(self) -> float | None:
@@ -212,7 +227,28 @@ def run_summary(ctx: RunContext, datasets: dict[str, list[Example]] | None = Non
         teacher_calls_new=ctx.teacher_calls_new,
         stage_seconds=ctx.timer.seconds,
         tasks_by_id=tasks,
-    ).model_copy(update={"rounds": round_summaries(ctx)})
+    ).model_copy(
+        update={
+            "rounds": round_summaries(ctx),
+            "teacher_local": ctx.config.teacher.server is not None,
+            "wall_seconds": ctx.timer.wall_seconds(),
+        }
+    )
+
+
+def decision(gate: GateResult | None, trained: int, validation_tasks: int) -> str:
+    """The run's result in one sentence, for the summary's first line, the CLI and the
+    report's first card."""
+    if gate is not None:
+        return gate.verdict
+    if not trained:
+        return "the base is the result: nothing was trained"
+    if not validation_tasks:
+        return (
+            "no model was judged: the pool held out no validation tasks (pool.validation: 0), "
+            "so the trained models are listed but none is kept over the base"
+        )
+    return "the base is the result: the held-out gate did not run (training or evaluation off)"
 
 
 def round_summaries(ctx: RunContext) -> list[RoundSummary]:

@@ -59,8 +59,8 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         for p in sorted((run_dir / "data").glob("*.jsonl"))
     }
     stages = [
-        StageCount(stage=name, file=f"{name}.jsonl", rows=len(rows[name]), seconds=seconds.get(s))
-        for name, _, s in STAGE_FILES
+        StageCount(stage=name, file=f"{name}.jsonl", rows=len(rows[name]))
+        for name, _, _ in STAGE_FILES
     ]
     stages += [
         StageCount(stage=f"data: {name}", file=f"data/{name}.jsonl", rows=len(examples))
@@ -79,13 +79,17 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         stage_seconds=seconds,
     )
     rounds = [RoundSummary.model_validate(r) for r in saved.get("rounds") or []]
-    gate = saved.get("gate")
+    gate = GateResult.model_validate(saved["gate"]) if saved.get("gate") else None
     summary = summary.model_copy(
         update={
+            # a summary.json older than the field: the gate's verdict was its decision
+            "result": saved.get("result") or (gate.verdict if gate else ""),
+            "teacher_local": bool(saved.get("teacher_local")),
+            "wall_seconds": saved.get("wall_seconds"),
+            "kept": saved.get("kept"),
             "rounds": rounds,
             "validation_tasks": saved.get("validation_tasks") or 0,
-            "gate": GateResult.model_validate(gate) if gate else None,
-            "kept": saved.get("kept"),
+            "gate": gate,
             "versus_base": {
                 model: {bench: Paired.model_validate(p) for bench, p in by_bench.items()}
                 for model, by_bench in (saved.get("versus_base") or {}).items()

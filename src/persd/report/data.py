@@ -24,7 +24,6 @@ class StageCount(_Data):
     stage: str
     file: str  # relative to the run directory
     rows: int
-    seconds: float | None = None  # wall time of the last invocation that ran it
 
 
 class TeacherUse(_Data):

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from persd.pipeline.summary import RunSummary
 from persd.report.charts import Chart, pass_at
-from persd.report.data import ReportData, ReportError
+from persd.report.data import EvalRun, ReportData, ReportError
 
 SECTIONS = (
     ("config", "Run"),
@@ -75,8 +76,12 @@ def render_html(data: ReportData, charts: Sequence[Chart]) -> str:
 
 
 def _headline(data: ReportData) -> list[Card]:
+    """The run's decision first (which model is the result, and why), then its numbers."""
     s = data.summary
-    cards = [
+    cards = []
+    if s.result:
+        cards.append(Card(label="result", value=s.kept or "base", detail=s.result))
+    cards += [
         Card(
             label="attempts passed (seen tests)",
             value=f"{s.attempts_passed}/{s.attempts}",
@@ -90,7 +95,9 @@ def _headline(data: ReportData) -> list[Card]:
         Card(
             label="teacher tokens in / out",
             value=f"{_thousands(s.teacher_tokens_in)} / {_thousands(s.teacher_tokens_out)}",
-            detail=f"cost {_usd(s.teacher_cost_usd)}",
+            detail="local, no cost"
+            if s.teacher_local and not s.teacher_cost_usd
+            else f"cost {_usd(s.teacher_cost_usd)}",
         ),
     ]
     trained = [t.variant for t in data.training if t.variant in s.examples]
@@ -99,10 +106,32 @@ def _headline(data: ReportData) -> list[Card]:
     for bench in dict.fromkeys(r.benchmark for r in data.evals):
         runs = [r for r in data.evals if r.benchmark == bench and 1 in pass_at(r)]
         if runs:
-            value = " → ".join(_pct(pass_at(r)[1]) for r in runs)
-            detail = " → ".join(r.model for r in runs)
-            cards.append(Card(label=f"pass@1 {bench}", value=value, detail=detail))
+            cards.append(_benchmark_card(bench, runs, s))
+    if s.wall_seconds is not None:
+        cards.append(
+            Card(label="wall time", value=_seconds(s.wall_seconds), detail="every invocation")
+        )
     return cards
+
+
+def _benchmark_card(bench: str, runs: Sequence[EvalRun], s: RunSummary) -> Card:
+    """pass@1 of the model that is the run's result; the others beside it, each named with
+    the gate's judgement (a model the gate rejected is never shown as the run's outcome).
+    Without a gate nothing was judged: every model's figure, base first."""
+    if s.gate is None:
+        value = " → ".join(_pct(pass_at(r)[1]) for r in runs)
+        return Card(label=f"pass@1 {bench}", value=value, detail=" → ".join(r.model for r in runs))
+    kept = s.kept or "base"
+    main = next((r for r in runs if r.model == kept), runs[0])
+    others = []
+    for r in runs:
+        if r is main:
+            continue
+        standing = s.standing(r.model)
+        others.append(f"{r.model} {_pct(pass_at(r)[1])}" + (f" ({standing})" if standing else ""))
+    standing = s.standing(main.model)
+    label = f"pass@1 {bench}: {main.model}" + (f" ({standing})" if standing else "")
+    return Card(label=label, value=_pct(pass_at(main)[1]), detail="; ".join(others))
 
 
 def _pct(x: float) -> str:
