@@ -324,7 +324,8 @@ def test_cli_trains_onpolicy_rows_with_teacher(tiny_model, tiny_teacher, tmp_pat
     )
     assert result.exit_code == 0, result.output
     assert "trained lora on 3 rows: 2 steps" in result.output
-    cached = [json.loads(line) for line in (tmp_path / "out" / "teacher_scores.jsonl").open()]
+    scores = (tmp_path / "out" / "teacher_scores.jsonl").read_text().splitlines()
+    cached = [json.loads(line) for line in scores]
     assert len(cached) == 3 and all(len(ids) == 4 for row in cached for ids in row["topk_ids"])
     # Another run (a second seed) reads the first run's scores instead of scoring again.
     shared = [str(data), "--model", str(tiny_model), "--out", str(tmp_path / "o3"), "-c", str(cfg)]
