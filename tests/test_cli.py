@@ -127,3 +127,22 @@ def test_eval_refuses_an_unknown_mbpp_shape_in_one_line() -> None:
     assert result.returncode == 1
     assert "error: --mbpp-shape x: expected 'docstring' or 'signature'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_stage_progress_without_a_terminal_is_lines_at_each_tenth() -> None:
+    """``persd run | tee run.log`` draws no bar: the log still shows each stage moving."""
+    import io
+
+    from rich.console import Console
+
+    from persd.cli.progress import RichProgress, progress_bars
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=120)
+    with progress_bars(console) as bars:
+        advance = RichProgress(bars).start("solve+refine", 20)
+        for _ in range(20):
+            advance(1)
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("solve+refine:")]
+    assert lines[0] == "solve+refine: 0/20"
+    assert [ln.split()[1] for ln in lines[1:]] == [f"{2 * k}/20" for k in range(1, 11)]

@@ -54,14 +54,40 @@ def progress_bars(console: Console, *, transient: bool = False, width: int = 8) 
 
 
 class RichProgress:
-    """The pipeline's ``Progress`` drawn as stage bars; notes printed above them."""
+    """The pipeline's ``Progress`` drawn as stage bars; notes printed above them.
+
+    Without a terminal (``persd run | tee run.log``, a CI log) a bar draws nothing, so each
+    stage prints a line when it starts and at every tenth of its units instead: a log shows
+    that a 13-minute stage is moving, and how fast."""
 
     def __init__(self, progress: Progress) -> None:
         self._p = progress
 
     def start(self, stage: str, total: int) -> Callable[[int], None]:
         bar = self._p.add_task(stage, total=total)
-        return lambda n: self._p.advance(bar, n)
+        if self._p.console.is_terminal:
+            return lambda n: self._p.advance(bar, n)
+        return _ProgressLines(self._p, bar, stage, total)
+
+
+class _ProgressLines:
+    """``advance(n)`` that also prints ``stage: done/total (elapsed)`` at each tenth."""
+
+    def __init__(self, progress: Progress, bar: TaskID, stage: str, total: int) -> None:
+        self._p, self._bar, self._stage, self._total = progress, bar, stage, total
+        self._done, self._tenth, self._t0 = 0, 0, time.monotonic()
+        progress.console.print(f"{stage}: 0/{total}", highlight=False)
+
+    def __call__(self, n: int) -> None:
+        self._p.advance(self._bar, n)
+        self._done += n
+        tenth = 10 * self._done // max(self._total, 1)
+        if tenth > self._tenth:
+            self._tenth = tenth
+            seconds = time.monotonic() - self._t0
+            self._p.console.print(
+                f"{self._stage}: {self._done}/{self._total} ({seconds:.0f} s)", highlight=False
+            )
 
     def note(self, message: str) -> None:
         self._p.console.print(f"[dim]{message}[/]")
