@@ -55,7 +55,8 @@ STUDENT = "qwen2.5-coder-0.5b-instruct"
 TOKEN_SLACK = 8
 _TYPING = {"List", "Dict", "Tuple", "Optional", "Set", "Any", "Union", "Callable", "Iterable"}
 _NAME_ERROR = re.compile(r"name '(\w+)' is not defined")
-_ARGS_ERROR = re.compile(r"argument|takes \d+|unpack|not callable|object is not iterable")
+_ARGS_ERROR = re.compile(r"positional argument|keyword argument|takes \d+|required argument")
+SUBSET = Path("results/base-failures/mbpp-plus-v0.2.0-ids.txt")
 
 
 def read_journal(eval_dir: Path) -> tuple[dict, dict[str, str]]:
@@ -70,6 +71,12 @@ def read_journal(eval_dir: Path) -> tuple[dict, dict[str, str]]:
         if row["key"].startswith("base/0/"):
             raw.update({t: texts[0] for t, texts in zip(row["tasks"], row["texts"], strict=True)})
     return header, raw
+
+
+def read_subset(path: Path) -> set[str]:
+    """MBPP task ids ("MBPP/12") from a file of numbers; lines starting with # are comments."""
+    text = "".join(line for line in path.read_text().splitlines(True) if not line.startswith("#"))
+    return {f"MBPP/{n}" for n in text.split()}
 
 
 def recorded_verdicts(eval_dir: Path) -> dict[str, bool]:
@@ -165,7 +172,7 @@ def classify(
     return "wrong logic" if fb.status == "failed" else fb.status
 
 
-def failures_of(eval_dir: Path, sandbox: Sandbox) -> dict:
+def failures_of(eval_dir: Path, sandbox: Sandbox, *, subset: set[str]) -> dict:
     """Every task's verdict and every failure's class for one evaluation directory."""
     header, raw = read_journal(eval_dir)
     tasks = {t.id: t for t in load_benchmark(header["benchmark"]) if t.id in raw}
@@ -194,6 +201,7 @@ def failures_of(eval_dir: Path, sandbox: Sandbox) -> dict:
         for k in failed
     }
     recorded = recorded_verdicts(eval_dir)
+    inside = [k for k in ids if k in subset]
     return {
         "eval_dir": str(eval_dir),
         "benchmark": header["benchmark"],
@@ -201,10 +209,17 @@ def failures_of(eval_dir: Path, sandbox: Sandbox) -> dict:
         "passed": len(ids) - len(failed),
         "disagree_with_record": sorted(k for k in recorded if recorded[k] != verdicts[k].passed),
         "counts": dict(Counter(classes.values()).most_common()),
+        # MBPP only: the tasks that are also in EvalPlus's MBPP+ (our prompts and tests)
+        "subset": {"tasks": len(inside), "passed": sum(verdicts[k].passed for k in inside)},
+        "subset_counts": dict(Counter(classes[k] for k in inside if k in classes).most_common()),
         "classes": classes,
         "rescued_programs": rescued,
         "tokens": tokens,
     }
+
+
+def _pct(k: int, n: int) -> str:
+    return f"{100 * k / n:.1f}%" if n else "-"
 
 
 def table(summary: dict) -> str:
@@ -217,6 +232,14 @@ def table(summary: dict) -> str:
     ]
     for cls, c in summary["counts"].items():
         lines.append(f"| {cls} | {c} | {100 * c / failed:.1f}% | {100 * c / n:.1f}% |")
+    sub = summary["subset"]
+    if sub["tasks"]:
+        k, m = sub["passed"], sub["tasks"]
+        rest, rest_passed = n - m, summary["passed"] - k
+        lines.append(
+            f"in MBPP+ v0.2.0: {k}/{m} ({_pct(k, m)}); "
+            f"the other {rest}: {rest_passed}/{rest} ({_pct(rest_passed, rest)})"
+        )
     if summary["disagree_with_record"]:
         differ = summary["disagree_with_record"]
         lines.append(f"verdicts differing from samples_base.jsonl: {differ}")
@@ -228,9 +251,11 @@ def main() -> None:
     parser.add_argument("eval_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, help="JSON summary (default: print only)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--subset", type=Path, default=SUBSET, help="MBPP ids to report apart")
     args = parser.parse_args()
     with Sandbox(SandboxConfig(workers=args.workers)) as sandbox:
-        summaries = [failures_of(d, sandbox) for d in args.eval_dirs]
+        subset = read_subset(args.subset)
+        summaries = [failures_of(d, sandbox, subset=subset) for d in args.eval_dirs]
     for s in summaries:
         print(table(s), end="\n\n")
     if args.out:
