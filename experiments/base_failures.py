@@ -56,7 +56,8 @@ TOKEN_SLACK = 8
 _TYPING = {"List", "Dict", "Tuple", "Optional", "Set", "Any", "Union", "Callable", "Iterable"}
 _NAME_ERROR = re.compile(r"name '(\w+)' is not defined")
 _ARGS_ERROR = re.compile(r"positional argument|keyword argument|takes \d+|required argument")
-SUBSET = Path("results/base-failures/mbpp-plus-v0.2.0-ids.txt")
+# EvalPlus's MBPP+ task ids: v0.1.0 is what Qwen's published MBPP figure was scored on.
+SUBSETS = tuple(Path(f"results/base-failures/mbpp-plus-{v}-ids.txt") for v in ("v0.1.0", "v0.2.0"))
 
 
 def read_journal(eval_dir: Path) -> tuple[dict, dict[str, str]]:
@@ -172,8 +173,8 @@ def classify(
     return "wrong logic" if fb.status == "failed" else fb.status
 
 
-def failures_of(eval_dir: Path, sandbox: Sandbox, *, subset: set[str]) -> dict:
-    """Every task's verdict and every failure's class for one evaluation directory."""
+def failures_of(eval_dir: Path, sandbox: Sandbox, *, subsets: dict[str, set[str]]) -> dict:
+    """Every failure's class for one evaluation directory, and pass@1 on each subset of ids."""
     header, raw = read_journal(eval_dir)
     tasks = {t.id: t for t in load_benchmark(header["benchmark"]) if t.id in raw}
     programs = {
@@ -201,7 +202,6 @@ def failures_of(eval_dir: Path, sandbox: Sandbox, *, subset: set[str]) -> dict:
         for k in failed
     }
     recorded = recorded_verdicts(eval_dir)
-    inside = [k for k in ids if k in subset]
     return {
         "eval_dir": str(eval_dir),
         "benchmark": header["benchmark"],
@@ -209,10 +209,17 @@ def failures_of(eval_dir: Path, sandbox: Sandbox, *, subset: set[str]) -> dict:
         "passed": len(ids) - len(failed),
         "disagree_with_record": sorted(k for k in recorded if recorded[k] != verdicts[k].passed),
         "counts": dict(Counter(classes.values()).most_common()),
-        # MBPP only: the tasks that are also in EvalPlus's MBPP+ (our prompts and tests)
-        "subset": {"tasks": len(inside), "passed": sum(verdicts[k].passed for k in inside)},
-        "subset_counts": dict(Counter(classes[k] for k in inside if k in classes).most_common()),
+        # MBPP only: the tasks that are also in EvalPlus's MBPP+ (scored with our prompts and tests)
+        "subsets": {
+            name: {
+                "tasks": sum(k in ids_in for k in ids),
+                "passed": sum(verdicts[k].passed for k in ids if k in ids_in),
+                "counts": dict(Counter(c for k, c in classes.items() if k in ids_in).most_common()),
+            }
+            for name, ids_in in subsets.items()
+        },
         "classes": classes,
+        "alternatives_tried": len(alt),
         "rescued_programs": rescued,
         "tokens": tokens,
     }
@@ -232,14 +239,14 @@ def table(summary: dict) -> str:
     ]
     for cls, c in summary["counts"].items():
         lines.append(f"| {cls} | {c} | {100 * c / failed:.1f}% | {100 * c / n:.1f}% |")
-    sub = summary["subset"]
-    if sub["tasks"]:
+    for name, sub in summary["subsets"].items():
         k, m = sub["passed"], sub["tasks"]
         rest, rest_passed = n - m, summary["passed"] - k
-        lines.append(
-            f"in MBPP+ v0.2.0: {k}/{m} ({_pct(k, m)}); "
-            f"the other {rest}: {rest_passed}/{rest} ({_pct(rest_passed, rest)})"
-        )
+        if m:
+            lines.append(
+                f"in {name}: {k}/{m} ({_pct(k, m)}); "
+                f"the other {rest}: {rest_passed}/{rest} ({_pct(rest_passed, rest)})"
+            )
     if summary["disagree_with_record"]:
         differ = summary["disagree_with_record"]
         lines.append(f"verdicts differing from samples_base.jsonl: {differ}")
@@ -251,11 +258,13 @@ def main() -> None:
     parser.add_argument("eval_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, help="JSON summary (default: print only)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--subset", type=Path, default=SUBSET, help="MBPP ids to report apart")
+    parser.add_argument(
+        "--subset", type=Path, action="append", help="MBPP ids to report apart (repeatable)"
+    )
     args = parser.parse_args()
     with Sandbox(SandboxConfig(workers=args.workers)) as sandbox:
-        subset = read_subset(args.subset)
-        summaries = [failures_of(d, sandbox, subset=subset) for d in args.eval_dirs]
+        subsets = {p.stem.removesuffix("-ids"): read_subset(p) for p in args.subset or SUBSETS}
+        summaries = [failures_of(d, sandbox, subsets=subsets) for d in args.eval_dirs]
     for s in summaries:
         print(table(s), end="\n\n")
     if args.out:
