@@ -49,7 +49,8 @@ def test_a_model_worse_than_the_base_is_never_kept():
     result = decide(BASE, [(_cand("persd"), _with(1, 3))], GateConfig())
     assert result.kept == "base" and result.kept_path is None
     assert result.verdict.startswith("the base is the result: no trained model cleared")
-    assert "(gained - lost >= 1)" in result.verdict and "the best, persd, had +1/−3" in result.verdict
+    assert "(gained - lost >= 1)" in result.verdict
+    assert "the best, persd, had +1/−3" in result.verdict
     assert result.rows[0].decision == "best of its variant; no gain"
 
 
