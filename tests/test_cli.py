@@ -140,9 +140,12 @@ def test_stage_progress_without_a_terminal_is_lines_at_each_tenth() -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=120)
     with progress_bars(console) as bars:
-        advance = RichProgress(bars).start("solve+refine", 20)
+        shown = RichProgress(bars)
+        shown.note("using 40 of the pool's tasks")
+        advance = shown.start("solve+refine", 20)
         for _ in range(20):
             advance(1)
+    assert "using 40 of the pool's tasks" in out.getvalue()
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("solve+refine:")]
     assert lines[0] == "solve+refine: 0/20"
     assert [ln.split()[1] for ln in lines[1:]] == [f"{2 * k}/20" for k in range(1, 11)]

@@ -69,6 +69,9 @@ class RichProgress:
             return lambda n: self._p.advance(bar, n)
         return _ProgressLines(self._p, bar, stage, total)
 
+    def note(self, message: str) -> None:
+        self._p.console.print(f"[dim]{message}[/]")
+
 
 class _ProgressLines:
     """``advance(n)`` that also prints ``stage: done/total (elapsed)`` at each tenth."""
@@ -88,9 +91,6 @@ class _ProgressLines:
             self._p.console.print(
                 f"{self._stage}: {self._done}/{self._total} ({seconds:.0f} s)", highlight=False
             )
-
-    def note(self, message: str) -> None:
-        self._p.console.print(f"[dim]{message}[/]")
 
 
 @contextmanager
