@@ -90,15 +90,19 @@ def test_an_unreachable_teacher_fails_in_seconds_naming_the_keys(tmp_path: Path)
         "  server: null\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NOPE_KEY"}
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", "from persd.cli import main; main()", "run", str(cfg)]
+            + ["--run-dir", str(tmp_path / "r")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", "from persd.cli import main; main()", "run", str(cfg)]
-        + ["--run-dir", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run()
     took = time.monotonic() - start
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -110,14 +114,7 @@ def test_an_unreachable_teacher_fails_in_seconds_naming_the_keys(tmp_path: Path)
     # The user corrects the URL (here: to another address with no server) and runs again: the
     # run directory computed nothing, so it takes the corrected config instead of refusing it.
     cfg.write_text(cfg.read_text().replace("127.0.0.1:9/", "127.0.0.1:10/"))
-    again = subprocess.run(
-        [sys.executable, "-c", "from persd.cli import main; main()", "run", str(cfg)]
-        + ["--run-dir", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    again = run()
     assert "different config" not in again.stderr, again.stderr
     assert "127.0.0.1:10" in again.stderr and "teacher.base_url" in again.stderr
 
