@@ -19,6 +19,7 @@ texts, tasks gained / lost, exact McNemar p; a pair not yet finished is compared
 both have journaled, scored here, and marked partial. Run from the project root:
 
     nice -n 10 python experiments/noise_floor.py results/noise-floor
+    nice -n 10 python experiments/noise_floor.py results/noise-floor --only B --first 128
     python experiments/noise_floor.py results/noise-floor --table-only
 """
 
@@ -65,15 +66,29 @@ def evaluations(c_parallel: int) -> dict[str, dict]:
     }
 
 
-def evaluate(fields: dict, bench: str, out: Path) -> None:
+def _complete(out: Path, bench: str) -> bool:
+    """A finished evaluation of every task of ``bench`` (not a ``--first N`` one)."""
+    from persd.tasks import load_benchmark
+
+    report = out / "report.json"
+    return report.exists() and json.loads(report.read_text())["tasks"] == len(load_benchmark(bench))
+
+
+def evaluate(fields: dict, bench: str, out: Path, first: int | None = None) -> None:
+    """One evaluation into ``out``; with ``first``, only the benchmark's first N tasks: they
+    are the first chunks of the whole evaluation (the same journal keys), which a later run
+    without ``first`` resumes from."""
     from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig
     from persd.pipeline.config import EvalStageConfig
-    from persd.pipeline.evaluate import evaluate_model
+    from persd.pipeline.evaluate import benchmark_tasks, evaluate_model
     from persd.sandbox import SandboxConfig
 
-    if (out / "report.json").exists():
+    if _complete(out, bench):
         return
+    cfg = EvalStageConfig(seed=0, sample_seed=0)  # what `persd eval` builds by default
+    prompt = PromptConfig(mbpp_shape="docstring")
+    tasks = benchmark_tasks(bench, cfg, prompt)[:first] if first else None
     start = time.monotonic()
     shown = [-1]
 
@@ -84,11 +99,12 @@ def evaluate(fields: dict, bench: str, out: Path) -> None:
 
     report = evaluate_model(
         StudentConfig(model=STUDENT, **fields),
-        EvalStageConfig(seed=0, sample_seed=0),  # what `persd eval` builds by default
+        cfg,
         SandboxConfig(),
         benchmark=bench,
         out=out,
-        prompt=PromptConfig(mbpp_shape="docstring"),
+        prompt=prompt,
+        tasks=tasks,
         on_progress=progress,
     )
     print(
@@ -144,7 +160,7 @@ def _pair(root: Path, first: str, second: str, bench: str) -> tuple[dict, dict, 
     """Both evaluations' (text, verdict) per task: finished ones as written, else what both
     have journaled, scored here (a partial row)."""
     a_dir, b_dir = root / first / bench, root / second / bench
-    if all((d / "samples_base.jsonl").exists() for d in (a_dir, b_dir)):
+    if _complete(a_dir, bench) and _complete(b_dir, bench):
         return _finished(a_dir), _finished(b_dir), ""
     a, b = _journaled(a_dir), _journaled(b_dir)
     shared = {t: a[t] for t in a if t in b}
@@ -186,6 +202,7 @@ def main() -> None:
     ap.add_argument("--c-parallel", type=int, default=16)
     ap.add_argument("--only", default="A,B,C", help="paths to evaluate, e.g. A,B")
     ap.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    ap.add_argument("--first", type=int, help="only the first N tasks (resumable later)")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     if not args.table_only:
@@ -195,7 +212,7 @@ def main() -> None:
         # Path by path: both benchmarks of A first, then B, then C.
         for name in args.only.split(","):
             for bench in args.benchmarks.split(","):
-                evaluate(paths[name], bench, args.out / name / bench)
+                evaluate(paths[name], bench, args.out / name / bench, args.first)
     print("\n".join(flip_table(args.out)))
 
 
