@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.status import Status
 from rich.table import Table
 
 from persd.cli.common import console, err_console
@@ -97,15 +99,6 @@ def eval_command(
     )
     student = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
     with console.status("evaluating") as status:
-        shown: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            status.update(f"{stage}: {done}/{total}")
-            tenth = 10 * done // max(total, 1)
-            if not err_console.is_terminal and shown.get(stage, -1) < tenth:
-                shown[stage] = tenth
-                err_console.print(f"{stage}: {done}/{total}")
-
         report = evaluate_model(
             student,
             cfg,
@@ -113,8 +106,26 @@ def eval_command(
             benchmark=benchmark,
             out=out,
             prompt=PromptConfig(mbpp_shape=mbpp_shape),  # type: ignore[arg-type]
-            on_progress=progress,
+            on_progress=_progress(status),
         )
+    _print_report(report, out)
+
+
+def _progress(status: Status) -> Callable[[str, int, int], None]:
+    """The spinner's text; without a terminal, a line at each tenth of each phase."""
+    shown: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        status.update(f"{stage}: {done}/{total}")
+        tenth = 10 * done // max(total, 1)
+        if not err_console.is_terminal and shown.get(stage, -1) < tenth:
+            shown[stage] = tenth
+            err_console.print(f"{stage}: {done}/{total}")
+
+    return progress
+
+
+def _print_report(report: EvalReport, out: Path | None) -> None:
     console.print(report_table(report))
     console.print(f"scored: {report.backend} on {report.weights}")
     gen = (
