@@ -15,6 +15,8 @@ Layout::
       verifications.jsonl  Execution      (teacher code on all tests)
       data/<variant>.jsonl Example        (training sets, rebuilt from the above)
       teacher.sqlite       response cache and cost ledger
+      timings.jsonl        StageTime      (each stage's wall seconds, per invocation)
+      gate.json, summary.json              the gate's decision; the run's numbers
       logs/                server and run logs
 """
 
