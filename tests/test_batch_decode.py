@@ -253,15 +253,36 @@ def test_a_shared_prefix_is_decoded_once_and_changes_no_sample(batched, temperat
     assert shared == own
     assert copied == n * 2 * len(PROMPTS)  # every sample's stream got the prefix
     assert decoded == whole - copied + n  # ... which was decoded once
-    # A second run with the same opening decodes no token of it again, only what these two
-    # prompts share beyond it (HumanEval/0 and /1 both open with the typing import).
+    # A second run with the same opening decodes no token of it again.
+    decoded = decoder.prompt_decoded
+    assert _texts(batched, PROMPTS, params) == own
+    assert decoder.prompt_decoded - decoded == sum(len(i) - n for i in ids) * 2
+    # One with a longer opening (HumanEval/0 and /1 both open with the typing import) decodes
+    # its whole prefix afresh, in one batch: never the held cells extended by the difference,
+    # whose values would then depend on what this process decoded before.
     decoded = decoder.prompt_decoded
     assert _texts(batched, PROMPTS[:2], params) == own[:2]
     longer = len(decoder._prefix)
     assert longer > n
-    assert (
-        decoder.prompt_decoded - decoded == longer - n + sum(len(i) - longer for i in ids[:2]) * 2
-    )
+    assert decoder.prompt_decoded - decoded == longer + sum(len(i) - longer for i in ids[:2]) * 2
+
+
+def test_a_runs_samples_do_not_depend_on_the_runs_before_it(batched, smollm2_gguf) -> None:
+    """What one call of an evaluation (a journal chunk) samples is a function of its own
+    requests: after a run with a longer shared opening, and in a fresh decoder, the same
+    requests give the same samples and leave the same prefix cells to copy."""
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=24, seed=3)
+    decoder = batched.decoder
+    _texts(batched, PROMPTS[:2], params)  # holds the longer opening of HumanEval/0 and /1
+    before = decoder.prompt_decoded
+    after = _texts(batched, PROMPTS, params)
+    decoded = decoder.prompt_decoded - before
+    fresh = LlamaStudent(smollm2_gguf, parallel=4, n_ctx=1024, threads=2)
+    try:
+        assert _texts(fresh, PROMPTS, params) == after
+        assert fresh.decoder.prompt_decoded == decoded  # the prefix too, decoded whole
+    finally:
+        fresh.close()
 
 
 def test_prompts_that_open_differently_share_nothing_and_keep_their_samples(batched) -> None:
