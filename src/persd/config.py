@@ -24,6 +24,7 @@ from persd.pipeline.config import (
     TeachConfig,
     TrainStageConfig,
 )
+from persd.records import TEACHER_FREE
 from persd.sandbox.config import SandboxConfig
 
 
@@ -101,6 +102,21 @@ class RunConfig(BaseModel):
                 "tokenizer"
             )
         return self
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every variant round 0 builds: ``data.variants``, then the trained ones."""
+        return tuple(dict.fromkeys(self.data.variants + self.train.variants))
+
+    @property
+    def teacher_needed(self) -> bool:
+        """Whether any variant asks the teacher (``self`` rows need only the student)."""
+        return any(v not in TEACHER_FREE for v in self.variants)
+
+    @property
+    def wants_self(self) -> bool:
+        """Whether the student's own passing samples are checked on all tests (``self``)."""
+        return any(v in ("self", "persd_combined_self") for v in self.variants)
 
     @property
     def round_variant(self) -> str:

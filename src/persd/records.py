@@ -145,7 +145,15 @@ Variant = Literal[
     # Beyond the paper: the student's own samples, scored token by token by a teacher that
     # also sees the sample's execution feedback and a verified solution (persd.train.onpolicy).
     "persd_onpolicy",
+    # Beyond the paper, no teacher: the student's own samples that passed all of their task's
+    # tests (rejection-sampling self-training, STaR / ReST-EM), and PERsD-combined with them
+    # mixed in as replay.
+    "self",
+    "persd_combined_self",
 ]
+
+
+TEACHER_FREE: frozenset[str] = frozenset({"self"})  # variants built without a teacher call
 ExampleFormat = Literal["text2code", "refine"]
 
 

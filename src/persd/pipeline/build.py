@@ -15,6 +15,7 @@ What the training string is, per format:
 
 from __future__ import annotations
 
+import ast
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -164,6 +165,39 @@ class _Builder:
         if personal and ex is not None:
             self.add("inpd", ex.model_copy(update={"id": f"inpd:{solution.id}", "variant": "inpd"}))
 
+    def own(self, task: Task, attempts: Sequence[Attempt], per_task: int) -> None:
+        """``self`` rows: the task's attempts that passed ALL its tests, the first
+        ``per_task`` distinct programs (by syntax tree: comments and spacing do not make a
+        sample new), each with the student's own reply as the completion, as written."""
+        seen: set[str] = set()
+        for attempt in attempts:
+            if not self.verified_attempt(attempt):
+                continue
+            if attempt.tokens_out >= attempt.sampling.get("max_new_tokens", 1 << 30):
+                self.built.skipped["self: passing sample cut at max_new_tokens"] += 1
+                continue
+            key = _program_key(attempt.code)
+            if key in seen or len(seen) >= per_task:
+                self.built.skipped["self: a duplicate, or past data.self_per_task"] += 1
+                continue
+            seen.add(key)
+            self.add(
+                "self",
+                Example(
+                    id=f"self:{attempt.id}",
+                    variant="self",
+                    format="text2code",
+                    prompt=prompt_text(self.student_prompt(task)),
+                    completion=attempt.raw,
+                    task_id=task.id,
+                    attempt_id=attempt.id,
+                ),
+            )
+
+    def verified_attempt(self, attempt: Attempt) -> bool:
+        v = self.verifications.get(attempt.id)
+        return v is not None and v.feedback.passed
+
     def onpolicy(
         self, task: Task, attempt: Attempt, execution: Execution, solution: TeacherCall | None
     ) -> None:
@@ -202,9 +236,19 @@ class _Builder:
         )
 
 
+def _program_key(code: str) -> str:
+    try:
+        return ast.dump(parse_module(code))
+    except SyntaxError:
+        return code.strip()
+
+
 def _relabel(rows: list[Example], variant: str) -> list[Example]:
+    def source(r: Example) -> str | None:  # a teacher's answer, or the student's own sample
+        return r.teacher_id or r.attempt_id
+
     return [
-        r.model_copy(update={"id": f"{variant}:{r.variant}:{r.teacher_id}", "variant": variant})
+        r.model_copy(update={"id": f"{variant}:{r.variant}:{source(r)}", "variant": variant})
         for r in rows
     ]
 
@@ -214,6 +258,10 @@ def _combined(rows: dict[str, list[Example]], seed: int) -> None:
     version, and StanD at PERsD-combined's size."""
     rows["persd_combined"] = _relabel(
         rows.get("persd", []) + rows.get("persd_refine", []), "persd_combined"
+    )
+    rows["persd_combined_self"] = _relabel(
+        rows.get("persd", []) + rows.get("persd_refine", []) + rows.get("self", []),
+        "persd_combined_self",
     )
     rows["persd_combined_inpd"] = _relabel(
         rows.get("persd_refine", []) + rows.get("inpd", []), "persd_combined_inpd"
@@ -240,6 +288,7 @@ def build_datasets(
     prompt_config: PromptConfig | None = None,
     unfiltered: bool = True,
     seed: int = 0,
+    self_per_task: int = 4,
 ) -> Built:
     """Every requested variant's rows (plus ``*_nofilter`` ablations when ``unfiltered``)."""
     b = _Builder(chat, student_prompt, prompt_config or PromptConfig(), unfiltered, verifications)
@@ -253,6 +302,7 @@ def build_datasets(
     attempts_by_task: dict[str, list[Attempt]] = {}
     for a in sorted(attempts, key=lambda a: (a.round, a.index)):
         attempts_by_task.setdefault(a.task_id, []).append(a)
+    own = bool({"self", "persd_combined_self"} & set(variants))
     for task in tasks:
         personal = False
         for attempt in attempts_by_task.get(task.id, []):
@@ -265,6 +315,8 @@ def build_datasets(
                 fix = next((c for c in calls if b.ok(c)), None)
                 b.onpolicy(task, attempt, execution, fix or first_solution.get(task.id))
         b.standard(task, first_solution.get(task.id), personal)
+        if own:
+            b.own(task, attempts_by_task.get(task.id, []), self_per_task)
     _combined(b.rows, seed)
     wanted = set(variants)
     for name, items in b.rows.items():
@@ -303,6 +355,7 @@ def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
             prompt_config=ctx.config.prompt,
             unfiltered=ctx.config.data.unfiltered and round_ == 0,
             seed=ctx.config.data.seed,
+            self_per_task=ctx.config.data.self_per_task,
         )
         for name, rows in built.rows.items():
             StageFile(ctx.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)

@@ -96,6 +96,9 @@ class DataConfig(_Section):
         "persd_combined_inpd",
     )
     unfiltered: bool = Field(True, description="also write *_nofilter sets (ablation)")
+    self_per_task: int = Field(
+        4, ge=1, description="self: at most this many distinct verified samples per task"
+    )
     seed: int = Field(0, description="which tasks stand_matched keeps")
 
 

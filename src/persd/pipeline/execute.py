@@ -93,8 +93,23 @@ def verified_solutions(ctx: RunContext) -> dict[str, str]:
     return out
 
 
+def verify_attempts(ctx: RunContext) -> None:
+    """The student's attempts that passed their SEEN tests, on ALL of them: a ``self`` row is
+    only a sample that passed every test, as a teacher's row is."""
+    rec = ctx.store.records()
+    programs = [
+        (a.id, a.task_id, a.code)
+        for a in rec.attempts
+        if a.task_id in ctx.tasks and rec.passed_seen(a.id)
+    ]
+    run_programs(ctx, "verify", programs, ctx.verifications, test_set="all")
+
+
 def verify(ctx: RunContext) -> None:
-    """The verify stage: solutions, then refinements, on ALL of their task's tests."""
+    """The verify stage: solutions, then refinements, on ALL of their task's tests (and the
+    passing attempts, when ``self`` rows are built)."""
     programs = [(r.id, r.task_id, r.code) for r in ctx.refinements.read() if r.task_id in ctx.tasks]
     verify_solutions(ctx)
     run_programs(ctx, "verify", programs, ctx.verifications, test_set="all")
+    if ctx.config.wants_self:
+        verify_attempts(ctx)

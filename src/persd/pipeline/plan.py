@@ -56,7 +56,7 @@ def make_plan(loop: Loop) -> Plan:
         missing += (rounds.count - 1) * len(tasks) * n
     synth = [r for r in synth_requests(pending, cfg.synth) if r.id not in loop.synth_calls.ids()]
     solve = [r for r in solve_requests(tasks, cfg.teach) if r.id not in loop.solutions.ids()]
-    solve = solve if cfg.teach.solve else []
+    solve = solve if cfg.teach.solve and cfg.teacher_needed else []
     # Refinements: the failures already known, plus every missing attempt failing.
     known_failed = [a for a, _ in loop.failed_attempts()]
     done_refine = loop.refinements.ids()
@@ -64,7 +64,7 @@ def make_plan(loop: Loop) -> Plan:
     refine_known = sum(
         1 for a in known_failed for j in range(per) if f"{a.id}#f{j}" not in done_refine
     )
-    refine_max = refine_known + missing * per
+    refine_max = refine_known + missing * per if cfg.teacher_needed else 0
     tokens_in_solve = sum(worst_case_tokens_in(r.messages) for r in solve)
     # A refinement prompt is the solve prompt plus a reference, the attempt and feedback:
     # about three solve prompts' worth plus the feedback cap.

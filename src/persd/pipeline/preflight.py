@@ -106,7 +106,7 @@ def run_checks(cfg: RunConfig, root: Path, *, stop_at_first: bool) -> list[Check
     """The checks in order; with ``stop_at_first`` raise ``PreflightError`` on a failure."""
     steps = (
         lambda: _model_file("student", cfg.student.model, "student.model"),
-        lambda: _teacher(cfg),
+        lambda: _teacher(cfg) if cfg.teacher_needed else Check("teacher", True, "not needed"),
         lambda: _run_dir(root),
         lambda: _sandbox(cfg),
     )

@@ -65,8 +65,14 @@ class StageRecords:
     refinements: list[TeacherCall]
     verifications: dict[str, Execution]
 
+    def passed_seen(self, attempt_id: str) -> bool:
+        """Whether an attempt's execution (on its task's seen tests) passed."""
+        e = self.executions.get(attempt_id)
+        return e is not None and e.feedback.passed
+
     def passed(self, program_id: str) -> bool:
-        """Whether the verification of a teacher program (by its id) passed every test."""
+        """Whether the verification of a program (by its id: a teacher's, or an attempt's for
+        ``self`` rows) passed every test."""
         v = self.verifications.get(program_id)
         return v is not None and v.feedback.passed
 

@@ -171,6 +171,8 @@ def extract_teacher(text: str, task: Task) -> str:
 
 def teach(ctx: RunContext) -> None:
     """Solve every task, verify the solutions, then refine every failed attempt."""
+    if not ctx.config.teacher_needed:  # ``self`` rows only: nothing to ask
+        return
     cfg = ctx.config.teach
     solve = solve_requests(ctx.pool.tasks, cfg) if cfg.solve else []
     need_solve = [r for r in solve if r.id not in ctx.solutions.ids()]
