@@ -21,6 +21,10 @@ from persd.errors import PersdError
 LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+class TrainError(PersdError):
+    """Training cannot start or continue as asked: names the directory or model and the fix."""
+
+
 class TrainConfigError(PersdError):
     """A training configuration file or flag is invalid: one line per bad key."""
 
@@ -105,6 +109,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(2, ge=1, description="sequences per device per micro-batch")
     grad_accum: int = Field(4, ge=1, description="micro-batches per optimizer step")
     max_seq_len: int = Field(1024, ge=16, description="tokens; longer rows are cut at the end")
+    packed: bool = Field(
+        False,
+        description="a micro-batch's rows in one sequence, no padding, attention kept per row "
+        "(the same loss as padded batches; faster with batch_size > 1)",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="auto: bf16 mixed precision where the GPU or CPU computes bf16 natively, "

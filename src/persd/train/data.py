@@ -63,6 +63,7 @@ def to_dataset(
     fmt: Literal["chat", "base"],
     tokenizer: Any,
     renderer: ChatRenderer | None = None,
+    max_len: int | None = None,
 ) -> Dataset:
     """What SFTTrainer takes: token ids with a completion mask (TRL turns the mask into -100
     labels on the prompt), so the ids are ours, not TRL's own tokenisation.
@@ -71,6 +72,7 @@ def to_dataset(
     user turn becomes exactly the prompt ids every serving backend feeds the student, the
     completion the assistant turn with its end-of-turn token (learnt: the model must stop).
     ``base``: prompt and completion tokenised apart, the EOS appended, as the paper did.
+    ``max_len``: rows are cut to it here (TRL cuts only unpacked batches itself).
     """
     from datasets import Dataset
 
@@ -89,8 +91,10 @@ def to_dataset(
         else:
             prompt = renderer.encode(ex.prompt, first=True)
             completion = renderer.encode(ex.completion, first=False) + [tokenizer.eos_token_id]
-        ids.append(prompt + completion)  # learnt: the completion and its end, so it stops
-        masks.append([0] * len(prompt) + [1] * len(completion))
+        # Learnt: the completion and its end, so it stops. Cut at ``max_len`` as TRL cuts (a
+        # row left with no completion token is then dropped by TRL and counted by the caller).
+        ids.append((prompt + completion)[:max_len])
+        masks.append(([0] * len(prompt) + [1] * len(completion))[:max_len])
     return Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
 
 

@@ -21,18 +21,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from persd.errors import PersdError
 from persd.llm.render import ChatRenderer
 from persd.records import Example
-from persd.train.config import TrainConfig
+from persd.train.config import TrainConfig, TrainError
 from persd.train.data import describe, load_examples, to_dataset
+from persd.train.loss import LabelOnlyLoss
+from persd.train.precision import bf16_native, precision
 from persd.train.progress import Progress, make_meter
 from persd.train.schedule import FirstStepLearns
-from persd.train.teacher_scores import RowScores, Scored
-
-
-class TrainError(PersdError):
-    """Training cannot start or continue as asked: names the directory or model and the fix."""
+from persd.train.teacher_scores import per_row, scores_for_training
 
 
 @dataclass(frozen=True)
@@ -119,31 +116,6 @@ def resolve_base(base_model: str) -> tuple[str, str]:
     return resolved.name, str(resolved.path)
 
 
-def precision(config: TrainConfig, *, bf16_native: bool) -> tuple[str, bool]:
-    """(dtype the weights are loaded in, whether bf16 autocast is on).
-
-    ``auto`` is bf16 mixed precision where the hardware computes bf16 natively (a bf16 GPU, or a
-    CPU with AVX-512 BF16 / AMX, where LoRA steps measured 1.2-2.9x faster than float32 on this
-    project's Zen 4), else float32. Full fine-tuning keeps float32 master weights under bf16
-    autocast (Adam updates in bf16 lose small steps); LoRA stores the frozen base in bf16 and
-    PEFT keeps the adapter weights in float32.
-    """
-    want_bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and bf16_native)
-    if not want_bf16:
-        return "float32", False
-    return ("bfloat16" if config.method == "lora" else "float32"), True
-
-
-def _bf16_native(cuda: bool) -> bool:
-    import torch
-
-    if cuda:
-        return bool(torch.cuda.is_bf16_supported())
-    # torch has no public query for the CPU's bf16 instructions; these two exist since 2.1.
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def _load(model_ref: str, config: TrainConfig, load_dtype: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -205,9 +177,15 @@ def sft_config(config: TrainConfig, out_dir: Path, *, bf16: bool) -> Any:
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
-        max_length=config.max_seq_len,
+        # Rows are cut to max_seq_len when tokenised (to_dataset); TRL refuses a max_length
+        # with padding_free, which it does not enforce there.
+        max_length=None if config.packed else config.max_seq_len,
         completion_only_loss=True,  # prompt tokens get label -100; completion and EOS are learnt
         packing=False,
+        # One sequence per micro-batch, its rows side by side with positions restarting at each
+        # row: transformers then masks attention per row (block-diagonal), and no compute is
+        # spent on padding.
+        padding_free=config.packed,
         bf16=bf16,  # SFTConfig defaults to True; on CPU that is slower here (see precision())
         activation_checkpointing=config.gradient_checkpointing,  # TRL defaults to True
         seed=config.seed,
@@ -235,7 +213,7 @@ def make_trainer(
     *,
     progress: Progress | None = None,
     renderer: ChatRenderer | None = None,
-    scores: Sequence[RowScores | None] | None = None,
+    scores: Sequence[Any] | None = None,
 ) -> tuple[Any, Any]:
     """(SFTTrainer with the rows tokenised and labelled, its meter): the model loaded in the
     precision ``config`` asks for on this machine, LoRA-wrapped unless ``method`` is full.
@@ -251,7 +229,7 @@ def make_trainer(
         # x86 CPUs compute in microcode: float32 LoRA steps ran 10x slower from step 2 on
         # (SmolLM2-135M: 45 s against 4 s). Flushing them to zero changes nothing measurable.
         torch.set_flush_denormal(True)
-    load_dtype, bf16 = precision(config, bf16_native=_bf16_native(cuda))
+    load_dtype, bf16 = precision(config, bf16_native=bf16_native(cuda))
     # Arguments first: under DeepSpeed ZeRO-3 they must exist before the model is loaded.
     args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
@@ -275,10 +253,12 @@ def make_trainer(
                 peft_config=peft_config, callbacks=[meter],
             )  # fmt: skip
         else:
-            trainer = type("SFTTrainer", (FirstStepLearns, SFTTrainer), {})(
+            trainer = type("SFTTrainer", (FirstStepLearns, LabelOnlyLoss, SFTTrainer), {})(
                 model=model,
                 args=args,
-                train_dataset=to_dataset(examples, config.format, tokenizer, renderer),
+                train_dataset=to_dataset(
+                    examples, config.format, tokenizer, renderer, config.max_seq_len
+                ),
                 processing_class=tokenizer,
                 peft_config=peft_config,
                 callbacks=[meter],
@@ -331,7 +311,7 @@ def train(
     scored = None
     if any(ex.teacher_prompt for ex in examples):
         with state.main_process_first():  # rank 0 scores; the others read its cache
-            scored = _teacher_scores(config, examples, renderer, out_dir, progress)
+            scored = scores_for_training(config, examples, renderer, out_dir, progress)
     trainer, meter = make_trainer(
         config,
         examples,
@@ -339,7 +319,7 @@ def train(
         out_dir,
         progress=progress,
         renderer=renderer,
-        scores=_per_row(examples, scored.scores) if scored else None,
+        scores=per_row(examples, scored.scores) if scored else None,
     )
     # Rows whose prompt alone fills max_seq_len have nothing left to learn: say so.
     dropped = len(examples) - len(trainer.train_dataset)
@@ -394,53 +374,6 @@ def train(
         summary=summary,
         main_process=state.is_main_process,
     )
-
-
-def _teacher_scores(
-    config: TrainConfig,
-    examples: Sequence[Example],
-    renderer: ChatRenderer,
-    out_dir: Path,
-    progress: Progress | None,
-) -> Scored:
-    """The teacher's scores of every on-policy row (``persd.train.teacher_scores``), from the
-    cache where it has them; the teacher is loaded only for rows it lacks."""
-    from persd.train.teacher_scores import score_rows
-
-    settings = config.onpolicy
-    if config.format != "chat":
-        raise TrainError(
-            "persd_onpolicy rows need format 'chat' (the teacher's turn is a chat turn)"
-        )
-    if settings.teacher is None:
-        raise TrainError(
-            "persd_onpolicy rows need a teacher to score them: set train.onpolicy.teacher "
-            "(persd train --teacher NAME), a model sharing the student's tokenizer"
-        )
-    rows = [ex for ex in examples if ex.teacher_prompt]
-    cache = Path(settings.cache) if settings.cache else out_dir / "teacher_scores.jsonl"
-    tick = progress.start("score", len(rows)) if progress else None
-    scored = score_rows(
-        rows,
-        teacher=settings.teacher,
-        student_renderer=renderer,
-        top_k=settings.top_k,
-        cache_path=cache,
-        threads=config.threads,
-        on_row=(lambda: tick(1)) if tick else None,
-    )
-    if progress:
-        progress.note(
-            f"teacher scores: {len(rows)} rows, {scored.scored_now} scored now, "
-            f"{scored.teacher_tokens} teacher tokens ({cache})"
-        )
-    return scored
-
-
-def _per_row(examples: Sequence[Example], scores: Sequence[RowScores]) -> list[RowScores | None]:
-    """One entry per row: the on-policy rows' scores in order, None for plain SFT rows."""
-    it = iter(scores)
-    return [next(it) if ex.teacher_prompt else None for ex in examples]
 
 
 def _finite(x: float) -> float | None:

@@ -29,6 +29,8 @@ from persd.jsonl import json_object, read_text
 from persd.llm.base import Message
 from persd.llm.render import ChatRenderer
 from persd.records import Example
+from persd.train.config import TrainConfig, TrainError
+from persd.train.progress import Progress
 
 
 class ScoreError(PersdError):
@@ -215,3 +217,48 @@ def _load_teacher(teacher: str, threads: int | None) -> Any:
         raise ScoreError(f"{teacher}: cannot load the teacher to score samples: {first}") from None
     model.eval()
     return model
+
+
+def scores_for_training(
+    config: TrainConfig,
+    examples: Sequence[Example],
+    renderer: ChatRenderer,
+    out_dir: Path,
+    progress: Progress | None,
+) -> Scored:
+    """The teacher's scores of every on-policy row (``persd.train.teacher_scores``), from the
+    cache where it has them; the teacher is loaded only for rows it lacks."""
+    settings = config.onpolicy
+    if config.format != "chat":
+        raise TrainError(
+            "persd_onpolicy rows need format 'chat' (the teacher's turn is a chat turn)"
+        )
+    if settings.teacher is None:
+        raise TrainError(
+            "persd_onpolicy rows need a teacher to score them: set train.onpolicy.teacher "
+            "(persd train --teacher NAME), a model sharing the student's tokenizer"
+        )
+    rows = [ex for ex in examples if ex.teacher_prompt]
+    cache = Path(settings.cache) if settings.cache else out_dir / "teacher_scores.jsonl"
+    tick = progress.start("score", len(rows)) if progress else None
+    scored = score_rows(
+        rows,
+        teacher=settings.teacher,
+        student_renderer=renderer,
+        top_k=settings.top_k,
+        cache_path=cache,
+        threads=config.threads,
+        on_row=(lambda: tick(1)) if tick else None,
+    )
+    if progress:
+        progress.note(
+            f"teacher scores: {len(rows)} rows, {scored.scored_now} scored now, "
+            f"{scored.teacher_tokens} teacher tokens ({cache})"
+        )
+    return scored
+
+
+def per_row(examples: Sequence[Example], scores: Sequence[RowScores]) -> list[RowScores | None]:
+    """One entry per row: the on-policy rows' scores in order, None for plain SFT rows."""
+    it = iter(scores)
+    return [next(it) if ex.teacher_prompt else None for ex in examples]
