@@ -55,7 +55,9 @@ def test_self_rows_are_distinct_fully_verified_complete_samples():
         _attempt(4, "def add(x, y):\n    return sum((x, y))"),
         _attempt(5, "def add(a, b):\n    return b + a"),  # past the per-task cap
     ]
-    everything = {a.id: Execution(id=a.id, task_id="T/1", feedback=feedback(True)) for a in attempts}
+    everything = {
+        a.id: Execution(id=a.id, task_id="T/1", feedback=feedback(True)) for a in attempts
+    }
     everything["T/1#r0a2"] = Execution(id="T/1#r0a2", task_id="T/1", feedback=feedback(False))
     # A PERsD row, so the replay mix has both kinds.
     fix = TeacherCall(
@@ -86,7 +88,9 @@ def test_a_self_only_run_verifies_passing_attempts_and_never_asks_the_teacher(tm
     line = {  # the user pool format (docs/TASKS.md) of ADD
         "id": ADD.id, "instruction": ADD.instruction, "entry_point": "add", "prompt": ADD.prompt,
         "tests_seen": [{"call": "add(1, 2)", "expected": "3"}],
-        "tests_hidden": [{"call": "add(1, 2)", "expected": "3"}, {"call": "add(5, 5)", "expected": "10"}],
+        "tests_hidden": [
+            {"call": "add(1, 2)", "expected": "3"}, {"call": "add(5, 5)", "expected": "10"},
+        ],
     }  # fmt: skip
     pool.write_text(json.dumps(line) + "\n")
     cfg = load_config(

@@ -323,6 +323,27 @@ def test_precision_follows_the_hardware_and_the_method():
     assert precision(TrainConfig(dtype="float32"), bf16_native=True) == ("float32", False)
 
 
+def test_bf16_is_chosen_by_measuring_the_cpu(monkeypatch: pytest.MonkeyPatch):
+    """On a CPU with bf16 instructions, bf16 autocast is on only where its products are the
+    faster ones (measured); without the instructions it is never on."""
+    from persd.train import precision as prec
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    for bf16, fp32, want in ((2.0, 1.0, True), (1.0, 2.0, False)):
+        rates = {"bfloat16": bf16, "float32": fp32}
+        monkeypatch.setattr(prec, "_rate", lambda dtype, threads, r=rates: r[dtype])
+        assert prec.bf16_pays(False) is want
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert prec.bf16_pays(False) is False
+
+
+def test_the_measured_rates_are_real_products():
+    from persd.train.precision import _rate
+
+    assert _rate("float32", 1, 0.05) > 0 and _rate("bfloat16", 1, 0.05) > 0
+
+
 def test_config_file_and_flags(tmp_path: Path):
     cfg = tmp_path / "run.yaml"
     # a run config: its train: section, variants (the pipeline's choice of data) left out

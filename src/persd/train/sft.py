@@ -26,7 +26,7 @@ from persd.records import Example
 from persd.train.config import TrainConfig, TrainError
 from persd.train.data import describe, load_examples, to_dataset
 from persd.train.loss import LabelOnlyLoss
-from persd.train.precision import bf16_native, precision
+from persd.train.precision import bf16_pays, precision
 from persd.train.progress import Progress, make_meter
 from persd.train.schedule import FirstStepLearns
 from persd.train.teacher_scores import per_row, scores_for_training
@@ -229,7 +229,8 @@ def make_trainer(
         # x86 CPUs compute in microcode: float32 LoRA steps ran 10x slower from step 2 on
         # (SmolLM2-135M: 45 s against 4 s). Flushing them to zero changes nothing measurable.
         torch.set_flush_denormal(True)
-    load_dtype, bf16 = precision(config, bf16_native=bf16_native(cuda))
+    pays = config.dtype == "auto" and bf16_pays(cuda, config.threads)  # measured on a CPU
+    load_dtype, bf16 = precision(config, bf16_native=pays)
     # Arguments first: under DeepSpeed ZeRO-3 they must exist before the model is loaded.
     args = sft_config(config, out_dir, bf16=bf16)
     set_seed(config.seed)
