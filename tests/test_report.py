@@ -457,3 +457,31 @@ def test_the_summary_table_leads_with_the_result_and_labels_rejected_models() ->
     assert any("gate rule (to replace the base)" in ln for ln in lines)
     assert not any("failed: failed" in ln for ln in lines)
     assert any("local, no cost" in ln for ln in lines) == s.teacher_local
+
+
+def test_the_noise_floor_is_said_beside_the_comparisons(example_run: Path) -> None:
+    """A run scored on llama.cpp shows that path's measured floor, scaled to each paired
+    comparison (the gate's 40 validation tasks, the benchmark's 164), in the table and the
+    report; a backend never measured shows none."""
+    from rich.console import Console
+
+    from persd.cli.run import summary_table
+    from persd.evaluate.floor import floor_for
+    from persd.evaluate.paired import Paired
+    from persd.pipeline.summary import RunSummary
+
+    floor = floor_for("llama_cpp")
+    assert floor is not None and floor.flipped > 0 and floor.of > floor.flipped
+    vs = Paired(tasks=164, base_passed=84, passed=86, gained=5, lost=3, p_value=0.73)
+    extra = {"versus_base": {"persd_combined": {"humaneval": vs.model_dump(mode="json")}}}
+    summary = json.loads((_gated(example_run) / "summary.json").read_text())
+    (example_run / "summary.json").write_text(
+        json.dumps(summary | extra | {"eval_backend": "llama_cpp"})
+    )
+    s = RunSummary.model_validate_json((example_run / "summary.json").read_text())
+    console = Console(record=True, width=250)
+    console.print(summary_table(s))
+    row = next(ln for ln in console.export_text().splitlines() if "noise floor" in ln)
+    assert f"{floor.flipped} of {floor.of}" in row and "of 40" in row and "of 164" in row
+    assert "Noise floor:" in write_report(example_run).read_text()
+    assert s.model_copy(update={"eval_backend": "vllm"}).floor_note() is None

@@ -87,6 +87,8 @@ def summary_table(s: RunSummary) -> Table:
             extra = f"  +{vs.gained}/−{vs.lost} vs base, p={vs.p_value:.2g}" if vs else ""
             name = f"{model} ({standing})" if standing else model
             t.add_row(f"pass@1 {bench}: {name}", f"{100 * p1:.1f}%{extra}")
+    if (floor := s.floor_note()) is not None:
+        t.add_row("noise floor", floor)
     for stage, sec in s.stage_seconds.items():
         t.add_row(f"  time: {stage}", _duration(sec))
     if s.wall_seconds is not None:

@@ -236,6 +236,11 @@ def versus_base(ctx: RunContext, names: Sequence[str]) -> dict[str, dict[str, Pa
     return out
 
 
+def backend(evals: dict[str, dict]) -> str | None:
+    """The backend the evaluation reports say scored them (one for all, by construction)."""
+    return next((r.get("backend") for by in evals.values() for r in by.values()), None)
+
+
 def pass1(evals: dict[str, dict]) -> dict[str, dict[str, float]]:
     """model -> benchmark -> pass@1 at step 0 (the table's headline numbers)."""
     return {

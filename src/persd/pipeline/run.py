@@ -73,6 +73,7 @@ class Loop(RunContext):
                 "gate": gate,
                 "kept": gate.kept if gate else None,
                 "versus_base": self.versus_base(list(evals)),
+                "eval_backend": evaluate.backend(evals),
             }
         )
         (self.store.root / "summary.json").write_text(result.model_dump_json(indent=2))

@@ -68,6 +68,7 @@ class RunSummary(BaseModel):
     kept: str | None = None  # the model the run keeps: "base" or a trained model's label
     # model -> benchmark -> paired comparison with the base on the benchmark's tasks
     versus_base: dict[str, dict[str, Paired]] = Field(default_factory=dict)
+    eval_backend: str | None = None  # what scored the benchmarks: whose noise floor applies
     rounds: list[RoundSummary] = Field(default_factory=list)  # multi-round runs only
 
     @property
@@ -86,6 +87,16 @@ class RunSummary(BaseModel):
         if model == self.kept:
             return "the result"
         return "" if model == "base" else "rejected by the gate"
+
+    def floor_note(self) -> str | None:
+        """The serving path's noise floor, scaled to this run's paired comparisons (the
+        gate's and the benchmarks'); None where nothing was compared or never measured."""
+        from persd.evaluate.floor import floor_for
+
+        floor = floor_for(self.eval_backend)
+        tasks = [p.tasks for by in self.versus_base.values() for p in by.values()]
+        tasks += [self.gate.validation_tasks] if self.gate else []
+        return floor.note(tasks) if floor and tasks else None
 
     @property
     def cost_per_accepted(self) -> float | None:

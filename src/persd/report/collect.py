@@ -90,6 +90,7 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
             "rounds": rounds,
             "validation_tasks": saved.get("validation_tasks") or 0,
             "gate": gate,
+            "eval_backend": saved.get("eval_backend"),
             "versus_base": {
                 model: {bench: Paired.model_validate(p) for bench, p in by_bench.items()}
                 for model, by_bench in (saved.get("versus_base") or {}).items()
