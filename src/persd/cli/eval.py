@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -76,9 +77,17 @@ def eval_command(
         Path | None,
         typer.Option(help="Write report.json and samples here; rerun with it to resume."),
     ] = None,
+    versus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another evaluation's --out (the base's, same benchmark): print the tasks "
+            "gained and lost against it, the exact McNemar p and the noise floor."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
     _check_paths(model, adapter)
+    _check_versus(versus, out, benchmark)
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
         raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
     from persd.llm.chat_templates import PromptConfig
@@ -109,6 +118,42 @@ def eval_command(
             on_progress=_progress(status),
         )
     _print_report(report, out)
+    if versus is not None and out is not None:
+        _print_versus(report, out, versus)
+
+
+def _check_versus(versus: Path | None, out: Path | None, benchmark: str) -> None:
+    """``--versus`` names a finished evaluation of the same benchmark, and ``--out`` is given
+    (the per-task verdicts are read from both directories)."""
+    if versus is None:
+        return
+    if out is None:
+        raise PersdError("--versus needs --out: the paired verdicts are read from both directories")
+    report = versus / "report.json"
+    if not (versus / "samples_base.jsonl").is_file() or not report.is_file():
+        raise PersdError(
+            f"--versus {versus}: no report.json and samples_base.jsonl; give a directory a "
+            "finished `persd eval --out` wrote"
+        )
+    other = json.loads(report.read_text()).get("benchmark")
+    if other != benchmark:
+        raise PersdError(f"--versus {versus}: an evaluation of {other}, not of {benchmark}")
+
+
+def _print_versus(report: EvalReport, out: Path, versus: Path) -> None:
+    """Paired per task against the other evaluation, with the serving path's noise floor."""
+    from persd.evaluate.floor import floor_for
+    from persd.evaluate.paired import paired
+    from persd.pipeline.gate import per_task
+
+    p = paired(per_task(versus), per_task(out))
+    console.print(
+        f"against {versus}: {p.passed}/{p.tasks} vs {p.base_passed}/{p.tasks}, "
+        f"gained +{p.gained}, lost −{p.lost}, exact McNemar p={p.p_value:.2g}"
+    )
+    floor = floor_for(report.backend)
+    if floor is not None:
+        console.print(f"noise floor: {floor.note([p.tasks])}")
 
 
 def _progress(status: Status) -> Callable[[str, int, int], None]:
