@@ -11,21 +11,22 @@ adapter's loss on held-out rows: a setting that only changes speed ends with the
 Settings (every one from the same initial adapter, the same rows in the same order):
 
 - ``before``: TRL's own loss (the LM head on every position, per-token entropy and accuracy
-  for its logs), one row per micro-batch, ``--rows`` micro-batches accumulated: how runs
-  trained until issue 35;
+  for its logs), one row per micro-batch, ``--rows`` micro-batches accumulated, bf16
+  autocast: how runs trained until issue 35 on a CPU with bf16 instructions;
 - ``label-only``: persd's loss (``persd.train.loss``: the LM head only where a label is),
-  the same micro-batches;
-- ``packed``: the label-only loss, and each step's rows in one sequence (``train.packed``);
-- ``packed-fp32``: the same in float32 (the others use bf16 autocast where the CPU has it);
-- ``packed-no-dropout``: ``packed`` with LoRA dropout 0 (a setting that changes what is
-  learnt: its loss says by how much).
+  the same micro-batches, bf16;
+- ``packed``: the label-only loss, each step's rows in one sequence (``train.packed``), bf16;
+- ``label-only-fp32``, ``packed-fp32``: the same two in float32 (what ``dtype: auto`` picks
+  where bf16 products are the slower ones, ``persd.train.precision``);
+- ``packed-fp32-no-dropout``: ``packed-fp32`` with LoRA dropout 0 (a setting that changes
+  what is learnt: its held-out loss says by how much).
 
 Settings run round-robin ``--rounds`` times and each reports its best round: on a shared
 machine interference only slows a round down.
 
 Usage: python benchmarks/bench_training.py [--model qwen2.5-coder-0.5b-instruct]
        [--threads 2] [--rows 8] [--steps 3] [--warmup 1] [--rounds 1]
-       [--settings before,label-only,packed] [--no-bound]
+       [--settings before,packed-fp32] [--no-bound]
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from persd.train import TrainConfig
 from persd.train.sft import make_trainer, resolve_base
 
 SETTINGS = {
-    "before": {"batch_size": 1, "accumulate": True, "trl_loss": True},
-    "label-only": {"batch_size": 1, "accumulate": True},
-    "packed": {"packed": True},
+    "before": {"batch_size": 1, "trl_loss": True, "dtype": "bfloat16"},
+    "label-only": {"batch_size": 1, "dtype": "bfloat16"},
+    "packed": {"packed": True, "dtype": "bfloat16"},
+    "label-only-fp32": {"batch_size": 1, "dtype": "float32"},
     "packed-fp32": {"packed": True, "dtype": "float32"},
-    "packed-no-dropout": {"packed": True, "dropout": 0.0},
+    "packed-fp32-no-dropout": {"packed": True, "dtype": "float32", "dropout": 0.0},
 }
 
 
@@ -119,7 +121,7 @@ def measure(name: str, model_ref: str, train_rows: list, held_out: list, args: A
     per_batch = s.get("batch_size", args.rows)
     config = TrainConfig.model_validate(
         {
-            "dtype": s.get("dtype", "auto"),
+            "dtype": s["dtype"],
             "max_steps": args.warmup + args.steps,
             "batch_size": per_batch,
             "grad_accum": args.rows // per_batch,
@@ -192,7 +194,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     parser.add_argument("--rounds", type=int, default=1, help="round-robin repeats; best counts")
-    parser.add_argument("--settings", default="before,label-only,packed")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--held-out", type=int, default=16, help="rows the loss is scored on")
     parser.add_argument("--no-bound", action="store_true")
     args = parser.parse_args()
