@@ -336,13 +336,13 @@ def test_lookup_keeps_only_tokens_the_model_itself_would_choose(looking, monkeyp
 
     decoder = looking.decoder
     taken: dict[int, list[int]] = {}
-    take = decoder._take
+    take = decoder._text.take
 
     def spy(seq, tok):  # noqa: ANN001
         taken.setdefault(seq.index, []).append(tok)
         return take(seq, tok)
 
-    monkeypatch.setattr(decoder, "_take", spy)
+    monkeypatch.setattr(decoder._text, "take", spy)
     before = decoder.accepted
     looking.generate(PROMPTS, SamplingParams(max_new_tokens=80))
     assert decoder.accepted > before, "no draft token was ever kept"

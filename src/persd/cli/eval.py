@@ -56,6 +56,22 @@ def _check_paths(model: str, adapter: Path | None) -> None:
         )
 
 
+Limit = Annotated[int | None, typer.Option(help="A seeded sample of N tasks (never the first N).")]
+MbppShape = Annotated[
+    str, typer.Option(help="MBPP prompts: 'docstring' or 'signature' (prompt.mbpp_shape).")
+]
+Out = Annotated[
+    Path | None, typer.Option(help="Write report.json and samples here; rerun with it to resume.")
+]
+Versus = Annotated[
+    Path | None,
+    typer.Option(
+        help="Another evaluation's --out (the base's, same benchmark): print the tasks "
+        "gained and lost against it, the exact McNemar p and the noise floor."
+    ),
+]
+
+
 def eval_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Registry name, .gguf, HF dir.")],
     benchmark: Annotated[str, typer.Option("--benchmark", "-b")] = "humaneval",
@@ -63,27 +79,14 @@ def eval_command(
     n: Annotated[int, typer.Option(help="Samples per task.")] = 1,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     refine_steps: Annotated[int, typer.Option(help="Self-refinement steps (seen tests).")] = 0,
-    limit: Annotated[
-        int | None, typer.Option(help="A seeded sample of N tasks (never the first N).")
-    ] = None,
+    limit: Limit = None,
     max_new_tokens: Annotated[int, typer.Option()] = 384,
     backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
     chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    mbpp_shape: Annotated[
-        str, typer.Option(help="MBPP prompts: 'docstring' or 'signature' (prompt.mbpp_shape).")
-    ] = "docstring",
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Write report.json and samples here; rerun with it to resume."),
-    ] = None,
-    versus: Annotated[
-        Path | None,
-        typer.Option(
-            help="Another evaluation's --out (the base's, same benchmark): print the tasks "
-            "gained and lost against it, the exact McNemar p and the noise floor."
-        ),
-    ] = None,
+    mbpp_shape: MbppShape = "docstring",
+    out: Out = None,
+    versus: Versus = None,
 ) -> None:
     """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
     _check_paths(model, adapter)

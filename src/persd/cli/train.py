@@ -28,54 +28,64 @@ train_app = typer.Typer(
 )
 
 
+Data = Annotated[list[Path], typer.Argument(help="Training rows (Example JSONL), one or more.")]
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="Base model: registry name, .gguf, HF dir or hub id.")
+]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML: training keys, or a run config's train:."),
+]
+Format = Annotated[
+    str | None, typer.Option("--format", help="chat (default) or base: how rows were built.")
+]
+InitAdapter = Annotated[
+    str | None,
+    typer.Option("--init-adapter", help="Continue this trained LoRA adapter (a PEFT dir)."),
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the newest checkpoint in --out.")]
+Merge = Annotated[
+    bool, typer.Option("--merge", help="Also write a merged model to OUT/merged (LoRA).")
+]
+Teacher = Annotated[
+    str | None,
+    typer.Option(help="persd_onpolicy rows: the model that scores them (same tokenizer)."),
+]
+TeacherCache = Annotated[
+    Path | None,
+    typer.Option(
+        "--teacher-cache",
+        help="persd_onpolicy: teacher scores JSONL, read and extended "
+        "(default: OUT/teacher_scores.jsonl).",
+    ),
+]
+
+
 @train_app.command("train")
 def train_command(
-    data: Annotated[list[Path], typer.Argument(help="Training rows (Example JSONL), one or more.")],
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="Base model: registry name, .gguf, HF dir or hub id."),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML: training keys, or a run config's train:."),
-    ] = None,
+    data: Data,
+    model: Model,
+    out: Out,
+    config: ConfigFile = None,
     method: Annotated[str | None, typer.Option(help="lora (default) or full.")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="chat (default) or base: how rows were built.")
-    ] = None,
+    fmt: Format = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; beats --epochs.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, shuffling and dropout.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (default), float32 or bfloat16.")] = None,
-    init_adapter: Annotated[
-        str | None,
-        typer.Option("--init-adapter", help="Continue this trained LoRA adapter (a PEFT dir)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the newest checkpoint in --out.")
-    ] = False,
-    merge: Annotated[
-        bool, typer.Option("--merge", help="Also write a merged model to OUT/merged (LoRA).")
-    ] = False,
-    teacher: Annotated[
-        str | None,
-        typer.Option(help="persd_onpolicy rows: the model that scores them (same tokenizer)."),
-    ] = None,
-    teacher_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--teacher-cache",
-            help="persd_onpolicy: teacher scores JSONL, read and extended "
-            "[default: OUT/teacher_scores.jsonl].",
-        ),
-    ] = None,
+    init_adapter: InitAdapter = None,
+    resume: Resume = False,
+    merge: Merge = False,
+    teacher: Teacher = None,
+    teacher_cache: TeacherCache = None,
 ) -> None:
     """Fine-tune MODEL on DATA; writes checkpoints, TensorBoard logs and the model under OUT."""
     from persd.train import load_train_config, train
 
+    onpolicy = {"teacher": teacher, "cache": teacher_cache and str(teacher_cache)}
     overrides = {
         "method": method,
         "format": fmt,
@@ -88,12 +98,7 @@ def train_command(
         "init_adapter": init_adapter,
         "resume": resume or None,
         "merge": merge or None,
-        "onpolicy": {
-            k: v
-            for k, v in {"teacher": teacher, "cache": teacher_cache and str(teacher_cache)}.items()
-            if v
-        }
-        or None,
+        "onpolicy": {k: v for k, v in onpolicy.items() if v} or None,
     }
     cfg = load_train_config(config, overrides)
     with progress_bars(err_console) as bars:

@@ -25,194 +25,16 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from persd.errors import PersdError
-from persd.llm.base import FinishReason, Generation, SamplingParams
-from persd.llm.extract import answer_complete
+from persd.llm.base import Generation
+from persd.llm.batch_seq import InFlight, Request, SequenceText, Ticket, common_prefix, make_sampler
+from persd.llm.lookup import PromptLookup
+from persd.llm.threads import ThreadChooser
 
-
-@dataclass(frozen=True)
-class Request:
-    """One sample to draw: prompt ids, how to sample, and the seed of its sampler."""
-
-    ids: tuple[int, ...]
-    params: SamplingParams
-    seed: int
-
-
-@dataclass(eq=False)
-class Ticket:
-    """A request handed to ``BatchDecoder.serve`` from another thread: ``reply`` is called
-    once, on the decoding thread, with the generation or the exception that ended decoding."""
-
-    request: Request
-    reply: Callable[[Generation | BaseException], None]
-
-
-@dataclass
-class _Seq:
-    """A request in flight on one stream of the context."""
-
-    index: int  # the caller's key: position in its list, or a ticket's id
-    request: Request
-    stream: int
-    sampler: Any
-    max_new: int
-    pos: int = 0
-    out: bytearray = field(default_factory=bytearray)
-    n_out: int = 0
-    last: int = -1  # the token sampled last: fed at the next step
-    fresh: list[int] = field(default_factory=list)  # tokens sampled this step, in order
-    draft: list[int] = field(default_factory=list)  # guessed tokens fed after ``last``
-    lookup: PromptLookup | None = None
-    start: int = 0  # prompt tokens copied from the shared-prefix stream, not decoded
-
-
-def _shared(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of ``a`` and ``b``."""
-    n = 0
-    for x, y in zip(a, b, strict=False):  # the shorter one ends the prefix
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def common_prefix(requests: Sequence[Request]) -> int:
-    """How many leading tokens every request's prompt shares, leaving each at least its last
-    token of its own (the row whose logits give its first sample)."""
-    if not requests:
-        return 0
-    first = requests[0].ids
-    n = min(len(r.ids) for r in requests) - 1
-    for r in requests[1:]:
-        n = _shared(first[:n], r.ids)
-    return max(n, 0)
-
-
-class PromptLookup:
-    """Draft tokens for a sequence by finding its last ``ngram`` tokens earlier in its own
-    context (the prompt and what it wrote) and proposing what followed them there.
-
-    Models copy: a HumanEval answer restates the prompt's signature and docstring, a
-    refinement restates most of the code it fixes. Decoding a copied span one token per step
-    wastes steps; feeding the guessed continuation in the same ``llama_decode`` call checks it
-    in one pass (prompt-lookup decoding). A guessed token is kept only while it equals the
-    token sampled at its place from the model's own logits, so the tokens are the model's,
-    sampled in the same order with the same sampler; only the batch shapes differ.
-    """
-
-    def __init__(self, ids: Sequence[int], ngram: int) -> None:
-        self.ids = list(ids)
-        self.ngram = ngram
-        self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index after its latest use
-        for end in range(ngram, len(self.ids)):
-            self._after[tuple(self.ids[end - ngram : end])] = end
-
-    def extend(self, tokens: Sequence[int]) -> None:
-        n = self.ngram
-        for t in tokens:
-            end = len(self.ids)  # the current suffix is about to stop being the suffix
-            if end >= n:
-                self._after[tuple(self.ids[end - n : end])] = end
-            self.ids.append(t)
-
-    def draft(self, most: int) -> list[int]:
-        if most <= 0 or len(self.ids) < self.ngram:
-            return []
-        start = self._after.get(tuple(self.ids[-self.ngram :]))
-        return [] if start is None else self.ids[start : start + most]
-
-
-def _sampler(llama_cpp: Any, params: SamplingParams, seed: int) -> Any:
-    """Greedy at temperature 0; else temperature, then nucleus, then a seeded draw (the order
-    transformers and vLLM apply them in)."""
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    if params.temperature == 0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-    if params.top_p < 1.0:
-        llama_cpp.llama_sampler_chain_add(
-            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
-        )
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-    return chain
-
-
-class ThreadChooser:
-    """How many threads each ``llama_decode`` uses, chosen by measuring, because the best
-    number depends on what else the machine is doing.
-
-    llama.cpp's worker threads meet at a barrier after every operation of the graph, spinning
-    while they wait. On an idle machine every core helps; when other processes hold a core,
-    a descheduled thread stalls the others at each of hundreds of barriers per step. Measured
-    here (SmolLM2-135M, 8 prompts x 48 tokens, 2 cores, a C++ build running beside it):
-    2 threads took 78 s with 4 sequences and over 300 s with one, 1 thread 8 s with either.
-
-    Each choice (``most``, halved down to 1) keeps a moving average of seconds per row fed.
-    The current best runs; the second step, then every ``explore`` steps, one step tries the
-    next other choice, compared on steps of the same size (a prompt step costs less per row
-    than a one-token-per-sequence step); a choice that lost waits twice as long before its next
-    try (up to 64 x ``explore`` steps), so a slow choice costs little. Thread counts split
-    each matrix product by rows, not the sums inside a row, so the tokens do not depend on the
-    choice (tested).
-    """
-
-    def __init__(self, lib: Any, ctx: Any, most: int, *, explore: int = 32) -> None:
-        self._lib, self._ctx = lib, ctx
-        self.options: list[int] = []
-        n = max(1, most)
-        while True:
-            self.options.append(n)
-            if n == 1:
-                break
-            n = max(1, n // 2)
-        self.current = self.options[0]
-        # Seconds per row by step size (rows.bit_length()): a prompt step costs less per row
-        # than a one-token-per-sequence step, so choices are compared on steps alike.
-        self._cost: dict[int, dict[int, float]] = {}
-        self._wait = dict.fromkeys(self.options, explore)
-        self._explore = explore
-        self._steps = 0
-        self._next_try = 2  # the second step already tries another choice
-        self._set = self.current
-        self.used: dict[int, int] = dict.fromkeys(self.options, 0)  # steps run with each
-
-    def pick(self) -> int:
-        """The thread count for the next step (applied to the context)."""
-        self._steps += 1
-        n = self.current
-        if len(self.options) > 1 and self._steps >= self._next_try:
-            others = [o for o in self.options if o != self.current]
-            n = others[(self._steps // self._explore) % len(others)]
-            self._next_try = self._steps + self._wait[n]
-        if n != self._set:
-            self._lib.llama_set_n_threads(self._ctx, n, n)
-            self._set = n
-        self.used[n] += 1
-        return n
-
-    def record(self, threads: int, seconds: float, rows: int) -> None:
-        costs = self._cost.setdefault(max(rows, 1).bit_length(), {})
-        per_row = seconds / max(rows, 1)
-        old = costs.get(threads)
-        costs[threads] = per_row if old is None else 0.7 * old + 0.3 * per_row
-        if self.current not in costs:
-            # Nothing to compare with on steps of this size yet: a probe alone in its size
-            # would win by default, and prompt steps would then set the count for decoding.
-            return
-        best = min(costs, key=costs.__getitem__)
-        if threads != self.current:
-            if best == threads:
-                self._wait[threads] = self._explore
-            else:
-                self._wait[threads] = min(self._wait[threads] * 2, 64 * self._explore)
-        if best != self.current:
-            self._wait[self.current] = self._explore
-            self.current = best
+# Imported from here by callers and tests: the decoder's vocabulary.
+__all__ = ["BatchDecoder", "PromptLookup", "Request", "ThreadChooser", "Ticket", "common_prefix"]
 
 
 class BatchDecoder:
@@ -285,7 +107,7 @@ class BatchDecoder:
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(model._model.model)
         self._mem = llama_cpp.llama_get_memory(self.ctx)
-        self._pieces: dict[int, bytes] = {}
+        self._text = SequenceText(llama_cpp, self._vocab)
         self.threads = ThreadChooser(llama_cpp, self.ctx, threads)
         self.drafted = self.accepted = 0  # draft tokens fed, and kept (``lookup`` > 0)
         # Prompt tokens decoded (the shared prefix once) and copied from the prefix stream.
@@ -415,7 +237,7 @@ class BatchDecoder:
         lib = self._lib
         waiting: deque[tuple[int, Request]] = deque()
         free = list(range(self.parallel))  # a heap: the lowest free stream is taken first
-        active: list[_Seq] = []
+        active: list[InFlight] = []
         open_ = True
         try:
             while True:
@@ -429,16 +251,16 @@ class BatchDecoder:
                     if open_:
                         continue
                     return
-                new: list[_Seq] = []
+                new: list[InFlight] = []
                 budget = self.n_batch - len(active)  # prompt tokens this step, roughly
                 while waiting and free and budget > 0:
                     key, r = waiting.popleft()
                     new.append(
-                        _Seq(
+                        InFlight(
                             index=key,
                             request=r,
                             stream=heapq.heappop(free),
-                            sampler=_sampler(lib, r.params, r.seed),
+                            sampler=make_sampler(lib, r.params, r.seed),
                             max_new=min(r.params.max_new_tokens, self.ctx_per_seq - len(r.ids)),
                             lookup=PromptLookup(r.ids, self.lookup_ngram) if self.lookup else None,
                             start=start,
@@ -461,7 +283,7 @@ class BatchDecoder:
             for seq in active:
                 self._release(seq)
 
-    def _compact(self, active: list[_Seq], new: list[_Seq], free: list[int]) -> None:
+    def _compact(self, active: list[InFlight], new: list[InFlight], free: list[int]) -> None:
         """Keep the sequences in flight on streams ``0..k-1``: move the highest to the lowest
         free stream while there is a hole below it.
 
@@ -482,11 +304,11 @@ class BatchDecoder:
             heapq.heappush(free, seq.stream)
             seq.stream = dst
 
-    def _release(self, seq: _Seq) -> None:
+    def _release(self, seq: InFlight) -> None:
         self._lib.llama_sampler_free(seq.sampler)
         self._lib.llama_memory_seq_rm(self._mem, seq.stream, -1, -1)
 
-    def _step(self, active: list[_Seq], new: list[_Seq]) -> None:
+    def _step(self, active: list[InFlight], new: list[InFlight]) -> None:
         """Feed each active sequence's last token and its draft, then every new prompt, in as
         many ``llama_decode`` calls as the batch size needs; sample each sequence's next
         tokens into ``fresh``: one from a prompt's final row, and from an active sequence's
@@ -495,7 +317,7 @@ class BatchDecoder:
         # In stream order: llama.cpp's split of a batch over KV streams cuts it wherever the
         # next row's stream is not the next stream (measured: 16 rows in arrival order
         # cost 1.6 x the same rows in stream order once prompts had been re-admitted).
-        rows: list[tuple[_Seq, int, int, bool]] = []
+        rows: list[tuple[InFlight, int, int, bool]] = []
         for seq in sorted(active, key=lambda q: q.stream):
             rows.append((seq, seq.last, seq.pos, True))
             rows += [(seq, t, seq.pos + 1 + i, True) for i, t in enumerate(seq.draft)]
@@ -509,7 +331,7 @@ class BatchDecoder:
             self.prompt_decoded += len(ids) - seq.start
         for start in range(0, len(rows), self.n_batch):
             chunk = rows[start : start + self.n_batch]
-            sample: dict[int, tuple[_Seq, list[int]]] = {}  # id(seq) -> its logit rows
+            sample: dict[int, tuple[InFlight, list[int]]] = {}  # id(seq) -> its logit rows
             for j, (seq, tok, pos, want) in enumerate(chunk):
                 self._put(j, tok, pos, seq.stream, want)
                 if want:
@@ -542,7 +364,7 @@ class BatchDecoder:
         b.seq_id[j][0] = stream
         b.logits[j] = logits
 
-    def _verify(self, seq: _Seq, rows: list[int]) -> list[int]:
+    def _verify(self, seq: InFlight, rows: list[int]) -> list[int]:
         """Sample at each row in turn; stop after the first token that differs from the draft
         token fed at the next row (or after the last row)."""
         out: list[int] = []
@@ -553,22 +375,11 @@ class BatchDecoder:
                 break
         return out
 
-    def _piece(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            buf = ctypes.create_string_buffer(64)
-            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            if n < 0:  # a longer piece: -n is its length
-                buf = ctypes.create_string_buffer(-n)
-                n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            piece = self._pieces[token] = buf.raw[:n]
-        return piece
-
-    def _advance(self, seq: _Seq) -> Generation | None:
+    def _advance(self, seq: InFlight) -> Generation | None:
         """Take the tokens just sampled, in order; the sequence's generation if one ended it,
         else the next draft is guessed and ``seq.last`` is fed at the next step."""
         for tok in seq.fresh:
-            gen = self._take(seq, tok)
+            gen = self._text.take(seq, tok)
             if gen is not None:
                 return gen
         seq.last = seq.fresh[-1]
@@ -578,36 +389,6 @@ class BatchDecoder:
             room = min(seq.max_new - seq.n_out, self.ctx_per_seq - seq.pos) - 1
             seq.draft = seq.lookup.draft(min(self.lookup, room))
         return None
-
-    def _take(self, seq: _Seq, tok: int) -> Generation | None:
-        """Append one sampled token; the generation if it ends the sequence."""
-        if self._lib.llama_vocab_is_eog(self._vocab, tok):
-            return self._done(seq, seq.out.decode("utf-8", errors="replace"), "stop")
-        p = seq.request.params
-        piece = self._piece(tok)
-        seq.out += piece
-        seq.n_out += 1
-        text = None
-        if p.stop:
-            text = seq.out.decode("utf-8", errors="replace")
-            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                return self._done(seq, text[:cut], "stop")
-        if p.stop_when_answered and b"`" in piece:
-            text = text or seq.out.decode("utf-8", errors="replace")
-            if answer_complete(text, p.stop_when_answered):
-                return self._done(seq, text, "stop")
-        if seq.n_out >= seq.max_new:
-            return self._done(seq, text or seq.out.decode("utf-8", errors="replace"), "length")
-        return None
-
-    def _done(self, seq: _Seq, text: str, reason: FinishReason) -> Generation:
-        return Generation(
-            text=text,
-            tokens_in=len(seq.request.ids),
-            tokens_out=seq.n_out,
-            finish_reason=reason,
-        )
 
     def close(self) -> None:
         if self.ctx:

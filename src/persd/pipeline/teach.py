@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,9 +256,7 @@ async def _task_by_task(
 
     cfg = ctx.config.teach
     solve_of = {r.task.id: r for r in solve}
-    failed_of: dict[str, list[tuple[Attempt, Execution]]] = {}
-    for attempt, execution in failed:
-        failed_of.setdefault(attempt.task_id, []).append((attempt, execution))
+    failed_of = _by_task(failed)
     queue = deque(dict.fromkeys([*solve_of, *failed_of]))
     refine_ids = {
         f"{a.id}#f{j}" for a, _ in failed for j in range(cfg.refinements_per_failure)
@@ -287,12 +285,9 @@ async def _task_by_task(
                 references = verified_solutions(ctx) if task_id in failed_of else {}
             if task_id not in failed_of:
                 continue
+            cap = ctx.config.prompt.feedback_max_chars
             requests, fell_back = refine_requests(
-                ctx.tasks,
-                failed_of[task_id],
-                references,
-                cfg,
-                feedback_max_chars=ctx.config.prompt.feedback_max_chars,
+                ctx.tasks, failed_of[task_id], references, cfg, feedback_max_chars=cap
             )
             fallbacks += fell_back
             await ask_teacher(
@@ -300,17 +295,30 @@ async def _task_by_task(
             )
 
     with ctx.timer.stage("solve+refine"), Sandbox(ctx.config.sandbox) as sandbox:
-        running = [asyncio.ensure_future(lane(i, sandbox)) for i in range(teacher.lanes)]
-        try:
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    raise f.exception()  # type: ignore[misc]  # budget stop, dead server
-        finally:
-            for f in running:
-                f.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        await _together([lane(i, sandbox) for i in range(teacher.lanes)])
     _note_fallbacks(ctx, fallbacks)
+
+
+def _by_task(failed: list) -> dict[str, list[tuple[Attempt, Execution]]]:
+    out: dict[str, list[tuple[Attempt, Execution]]] = {}
+    for attempt, execution in failed:
+        out.setdefault(attempt.task_id, []).append((attempt, execution))
+    return out
+
+
+async def _together(lanes: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the lanes at once; the first to fail (a budget stop, a dead server) stops the
+    others, and its error is raised once they have ended."""
+    running = [asyncio.ensure_future(lane) for lane in lanes]
+    try:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        for f in done:
+            if f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+    finally:
+        for f in running:
+            f.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 def _note_fallbacks(ctx: RunContext, fallbacks: int) -> None:
