@@ -123,3 +123,7 @@ def test_a_self_only_run_verifies_passing_attempts_and_never_asks_the_teacher(tm
     assert not loop.solutions.ids() and not loop.refinements.ids()
     on_disk = [json.loads(x) for x in (loop.data_dir(0) / "self.jsonl").read_text().splitlines()]
     assert [Example.model_validate(r).id for r in on_disk] == ["self:T/1#r0a0"]
+    # The whole loop over the same directory: nothing left to sample or ask, a summary.
+    summary = loop.run(train=False, evaluate=False)
+    assert summary.examples == {"self": 1} and summary.teacher_calls_new == 0
+    assert summary.eval_backend is None and summary.floor_note() is None

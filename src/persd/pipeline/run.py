@@ -73,7 +73,7 @@ class Loop(RunContext):
                 "gate": gate,
                 "kept": gate.kept if gate else None,
                 "versus_base": self.versus_base(list(evals)),
-                "eval_backend": evaluate.backend(evals),
+                "eval_backend": evaluate_backend(evals),
             }
         )
         (self.store.root / "summary.json").write_text(result.model_dump_json(indent=2))
@@ -153,3 +153,4 @@ class Loop(RunContext):
 
 
 evaluate_pass1 = evaluate.pass1
+evaluate_backend = evaluate.backend  # ``run``'s flag is named evaluate
