@@ -73,21 +73,21 @@ def test_persd_eval_gives_a_runs_verdicts(smollm2_gguf: Path, tmp_path: Path) ->
     _no_vllm()
     from persd.cli.run import default_config
     from persd.config import load_config
+    from persd.pipeline.eval_settings import eval_settings
     from persd.pipeline.evaluate import evaluate_isolated
 
     settings = {"limit": 3, "max_new_tokens": 48}
     run = load_config(
         default_config(), {"student": {"model": str(smollm2_gguf)}, "evaluate": settings}
     )
-    student = run.student.model_dump(mode="json")
-    student["backend"] = run.evaluate.backend or student["backend"]
+    settings = eval_settings(run, None)  # what evaluate_one hands its stage process
     evaluate_isolated(
-        json.dumps(student),
-        run.sandbox.model_dump_json(),
-        run.evaluate.model_dump_json(),
+        settings.student.model_dump_json(),
+        settings.sandbox.model_dump_json(),
+        settings.evaluate.model_dump_json(),
         "humaneval",
         str(tmp_path / "run"),
-        run.prompt.model_dump_json(),
+        settings.prompt.model_dump_json(),
         tick=lambda n: None,
         note=lambda s: None,
     )

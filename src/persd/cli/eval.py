@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.status import Status
@@ -14,8 +14,9 @@ from rich.table import Table
 from persd.cli.common import console, err_console
 from persd.errors import PersdError
 from persd.evaluate.multistep import EvalReport
-from persd.llm.student import StudentConfig
-from persd.sandbox import SandboxConfig
+
+if TYPE_CHECKING:
+    from persd.pipeline.eval_settings import EvalSettings
 
 
 def report_table(r: EvalReport) -> Table:
@@ -58,7 +59,7 @@ def _check_paths(model: str, adapter: Path | None) -> None:
 
 Limit = Annotated[int | None, typer.Option(help="A seeded sample of N tasks (never the first N).")]
 MbppShape = Annotated[
-    str, typer.Option(help="MBPP prompts: 'docstring' or 'signature' (prompt.mbpp_shape).")
+    str | None, typer.Option(help="MBPP prompts: 'docstring' or 'signature' (prompt.mbpp_shape).")
 ]
 Out = Annotated[
     Path | None, typer.Option(help="Write report.json and samples here; rerun with it to resume.")
@@ -70,59 +71,103 @@ Versus = Annotated[
         "gained and lost against it, the exact McNemar p and the noise floor."
     ),
 ]
+Run = Annotated[
+    Path | None,
+    typer.Option(
+        help="A run directory: score its model (the gate's kept one, or --variant) with the "
+        "student, prompt and evaluate settings it was trained and judged with; flags override."
+    ),
+]
+Variant = Annotated[
+    str | None, typer.Option(help="With --run: which model (self, self@epoch1, base).")
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="A run config YAML: its student, prompt, evaluate."),
+]
 
 
 def eval_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry name, .gguf, HF dir.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registry name, .gguf, HF dir.")
+    ] = None,
     benchmark: Annotated[str, typer.Option("--benchmark", "-b")] = "humaneval",
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter (PEFT dir).")] = None,
-    n: Annotated[int, typer.Option(help="Samples per task.")] = 1,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    refine_steps: Annotated[int, typer.Option(help="Self-refinement steps (seen tests).")] = 0,
+    run: Run = None,
+    variant: Variant = None,
+    config: ConfigFile = None,
+    n: Annotated[int | None, typer.Option(help="Samples per task.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    refine_steps: Annotated[int | None, typer.Option(help="Self-refinement steps.")] = None,
     limit: Limit = None,
-    max_new_tokens: Annotated[int, typer.Option()] = 384,
-    backend: Annotated[str, typer.Option(help="auto, transformers, llama_cpp, vllm")] = "auto",
-    chat: Annotated[bool, typer.Option(help="Chat template (instruct models).")] = True,
-    seed: Annotated[int, typer.Option()] = 0,
-    mbpp_shape: MbppShape = "docstring",
+    max_new_tokens: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, transformers, llama_cpp, vllm")] = None,
+    chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="Chat template.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    mbpp_shape: MbppShape = None,
     out: Out = None,
     versus: Versus = None,
 ) -> None:
-    """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling."""
-    _check_paths(model, adapter)
+    """Evaluate a student: pass@k on hidden tests, refinement steps vs equal-budget resampling.
+    Settings: built-in defaults < --config (or --run's config) < flags."""
+    if model is not None:
+        _check_paths(model, adapter)
     _check_versus(versus, out, benchmark)
     if benchmark.lower().startswith("mbpp") and benchmark.lower() not in ("mbpp-test",):
         raise PersdError(f"--benchmark {benchmark}: evaluate MBPP on 'mbpp-test' (500 tasks)")
-    from persd.llm.chat_templates import PromptConfig
-    from persd.pipeline.config import EvalStageConfig
+    if mbpp_shape not in (None, "docstring", "signature"):
+        raise PersdError(f"--mbpp-shape {mbpp_shape}: expected 'docstring' or 'signature'")
+    flags = {
+        "student": {"model": model, "adapter": adapter and str(adapter), "chat": chat},
+        "evaluate": {
+            "n": n, "temperature": temperature, "refine_steps": refine_steps, "limit": limit,
+            "max_new_tokens": max_new_tokens, "backend": backend, "seed": seed,
+            "sample_seed": seed,
+        },
+        "prompt": {"mbpp_shape": mbpp_shape},
+    }  # fmt: skip
+    settings = _settings(run, variant, config, flags, given=model or adapter)
     from persd.pipeline.evaluate import evaluate_model
 
-    if mbpp_shape not in ("docstring", "signature"):
-        raise PersdError(f"--mbpp-shape {mbpp_shape}: expected 'docstring' or 'signature'")
-
-    cfg = EvalStageConfig(
-        limit=limit,
-        sample_seed=seed,
-        n=n,
-        temperature=temperature,
-        refine_steps=refine_steps,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-    )
-    student = StudentConfig(model=model, adapter=adapter, backend=backend, chat=chat)  # type: ignore[arg-type]
     with console.status("evaluating") as status:
         report = evaluate_model(
-            student,
-            cfg,
-            SandboxConfig(),
+            settings.student,
+            settings.evaluate,
+            settings.sandbox,
             benchmark=benchmark,
             out=out,
-            prompt=PromptConfig(mbpp_shape=mbpp_shape),  # type: ignore[arg-type]
+            prompt=settings.prompt,
             on_progress=_progress(status),
         )
     _print_report(report, out)
     if versus is not None and out is not None:
         _print_versus(report, out, versus)
+
+
+def _settings(
+    run: Path | None, variant: str | None, config: Path | None, flags: dict, given: object
+) -> EvalSettings:
+    """The run config (built-in defaults, --config or --run's snapshot) under the flags given,
+    resolved as the run resolves its own evaluations; the model is --run's unless -m or
+    --adapter name one."""
+    from persd.config import load_config
+    from persd.pipeline.eval_settings import eval_settings, run_model
+
+    if run is not None and config is not None:
+        raise PersdError("--run and --config: give one (--run reads the run's own config)")
+    if run is None and variant is not None:
+        raise PersdError("--variant names a model of a run: give --run too")
+    if run is None and not given:
+        raise PersdError("give the model to score: --model, or --run with a run directory")
+    if run is not None:
+        config = run / "config.yaml"
+        if not config.is_file():
+            raise PersdError(f"--run {run}: no config.yaml; give a directory `persd run` wrote")
+    trained = run_model(run, variant) if run is not None and not given else None
+    given_flags = {
+        k: {f: v for f, v in section.items() if v is not None} for k, section in flags.items()
+    }
+    return eval_settings(load_config(config, given_flags), trained)
 
 
 def _check_versus(versus: Path | None, out: Path | None, benchmark: str) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persd.evaluate.paired import Paired, paired
+from persd.pipeline.eval_settings import eval_settings
 from persd.pipeline.gate import GateResult, candidates, decide, per_task
 from persd.pipeline.isolate import run_isolated
-from persd.pipeline.training import trained_models, trained_student
+from persd.pipeline.training import trained_models
 
 if TYPE_CHECKING:
     from persd.evaluate.multistep import EvalReport
@@ -143,24 +144,19 @@ def evaluate_one(
     """One model on one benchmark (or on ``tasks``), in its own process; reused when done."""
     if (out / "report.json").exists():
         return json.loads((out / "report.json").read_text())
-    cfg = ctx.config.evaluate
-    if tasks is not None:
-        cfg = cfg.model_copy(update={"refine_steps": 0})  # the gate compares step 0 only
-    base = ctx.config.student
-    student = (trained_student(base, model) if model else base).model_dump(mode="json")
-    student["backend"] = cfg.backend or student["backend"]
-    total = len(tasks) if tasks is not None else len(benchmark_tasks(bench, cfg))
+    settings = eval_settings(ctx.config, model, gate=tasks is not None)
+    total = len(tasks) if tasks is not None else len(benchmark_tasks(bench, settings.evaluate))
     label = "validate" if tasks is not None else "eval"
     with ctx.timer.stage(f"{label} {name}"):
         return run_isolated(
             f"{label} {name} on {bench}",
             evaluate_isolated,
-            json.dumps(student),
-            ctx.config.sandbox.model_dump_json(),
-            cfg.model_dump_json(),
+            settings.student.model_dump_json(),
+            settings.sandbox.model_dump_json(),
+            settings.evaluate.model_dump_json(),
             bench,
             str(out),
-            ctx.config.prompt.model_dump_json(),
+            settings.prompt.model_dump_json(),
             json.dumps([t.model_dump(mode="json") for t in tasks]) if tasks else "null",
             on_tick=ctx.progress.start(f"{label} {name} {bench}", total),
             on_note=ctx.progress.note,
