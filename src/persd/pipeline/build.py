@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persd.llm.base import Prompt
-from persd.llm.chat_templates import (
+from persd.prompts import (
     PromptConfig,
     onpolicy_teacher_prompt,
     prompt_text,
@@ -332,9 +332,9 @@ def build_datasets(
 
 def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
     """The build stage: every variant's rows for the round, written to ``data/``."""
-    from persd.llm.prompts import student_prompt
     from persd.pipeline.attempt import round_tasks
     from persd.pipeline.store import StageFile
+    from persd.prompts import student_prompt
 
     if round_ == 0:  # what is trained is built, listed in data.variants or not
         variants = tuple(dict.fromkeys(ctx.config.data.variants + ctx.config.train.variants))
