@@ -20,9 +20,9 @@ from llama_cpp import Llama
 from persd.llm.base import SamplingParams
 from persd.llm.batch import BatchDecoder, Request
 from persd.llm.gguf_q8 import q8_copy
-from persd.llm.prompts import student_prompt
 from persd.llm.registry import default_cache_dir, get_spec, model_path
 from persd.llm.render import from_llama
+from persd.prompts import student_prompt
 from persd.tasks import load_humaneval
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from persd.llm.base import Prompt, SamplingParams, Student
-from persd.llm.prompts import student_prompt
 from persd.llm.registry import resolve_model
+from persd.prompts import student_prompt
 from persd.tasks import load_humaneval
 
 Row = tuple[str, float, int, float]  # name, tokens/s, tokens, seconds

@@ -15,9 +15,9 @@ import argparse
 import time
 
 from persd.llm.base import SamplingParams
-from persd.llm.prompts import student_prompt
 from persd.llm.registry import resolve_model
 from persd.llm.student_llama import LlamaStudent
+from persd.prompts import student_prompt
 from persd.tasks import load_humaneval
 
 

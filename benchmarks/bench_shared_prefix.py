@@ -23,11 +23,11 @@ from llama_cpp import Llama
 from persd.llm.base import SamplingParams
 from persd.llm.batch import BatchDecoder, Request
 from persd.llm.gguf_q8 import q8_copy
-from persd.llm.prompts import student_prompt
 from persd.llm.registry import default_cache_dir, get_spec, model_path
 from persd.llm.render import from_llama
 from persd.pipeline.config import EvalStageConfig
 from persd.pipeline.evaluate import benchmark_tasks
+from persd.prompts import student_prompt
 
 
 def main() -> None:

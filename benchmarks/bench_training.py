@@ -41,8 +41,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from persd.llm.chat_templates import prompt_text
-from persd.llm.prompts import student_prompt
+from persd.prompts import prompt_text, student_prompt
 from persd.records import Example
 from persd.tasks import load_benchmark
 from persd.train import TrainConfig

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from persd.llm.base import SamplingParams
 from persd.llm.extract import base_stop_sequences, extract_program
-from persd.llm.prompts import student_prompt
 from persd.llm.registry import resolve_model
+from persd.prompts import student_prompt
 from persd.records import Task
 from persd.sandbox import Job, Sandbox
 from persd.tasks import load_humaneval, load_mbpp

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from persd.llm.base import SamplingParams
 from persd.llm.extract import base_stop_sequences, extract_program
-from persd.llm.prompts import student_prompt
 from persd.llm.student_vllm import VLLMStudent
+from persd.prompts import student_prompt
 from persd.sandbox import Job, Sandbox
 from persd.tasks import load_humaneval
 

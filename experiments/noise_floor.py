@@ -78,10 +78,10 @@ def evaluate(fields: dict, bench: str, out: Path, first: int | None = None) -> N
     """One evaluation into ``out``; with ``first``, only the benchmark's first N tasks: they
     are the first chunks of the whole evaluation (the same journal keys), which a later run
     without ``first`` resumes from."""
-    from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig
     from persd.pipeline.config import EvalStageConfig
     from persd.pipeline.evaluate import benchmark_tasks, evaluate_model
+    from persd.prompts import PromptConfig
     from persd.sandbox import SandboxConfig
 
     if _complete(out, bench):

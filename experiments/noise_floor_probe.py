@@ -28,9 +28,9 @@ def logits(tasks: list, *, n_batch: int = 512, threads: int = 2, lora: Path | No
     from llama_cpp import Llama
 
     from persd.llm.gguf_q8 import q8_copy
-    from persd.llm.prompts import student_prompt
     from persd.llm.registry import default_cache_dir, resolve_model
     from persd.llm.render import from_llama
+    from persd.prompts import student_prompt
 
     path = resolve_model(STUDENT).path
     served = q8_copy(path, default_cache_dir() / "serving")  # what LlamaStudent serves

@@ -4,7 +4,7 @@ the same settings as our own variants.
 
 The released rows are base-model rows (a docstring and a signature -> the function body), made
 for CodeGen-mono-6B. For a chat student each row is rendered exactly the way persd's own
-text-to-code rows are: the user turn is ``persd.llm.prompts.student_prompt`` of the task, the
+text-to-code rows are: the user turn is ``persd.prompts.student_prompt`` of the task, the
 answer is the whole function in one fenced block. Both sets cover the same 3,248 failed tasks;
 ``--limit`` keeps the same seeded subset of tasks in both, so the two differ only in targets.
 
@@ -24,8 +24,7 @@ import random
 import re
 from pathlib import Path
 
-from persd.llm.chat_templates import prompt_text
-from persd.llm.prompts import student_prompt
+from persd.prompts import prompt_text, student_prompt
 from persd.records import Example, Task
 
 FILES = {

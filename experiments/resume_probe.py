@@ -35,9 +35,9 @@ def main() -> None:
 
     from persd.llm.base import SamplingParams
     from persd.llm.batch import Request, common_prefix
-    from persd.llm.prompts import student_prompt
     from persd.llm.registry import resolve_model
     from persd.llm.student_llama import LlamaStudent
+    from persd.prompts import student_prompt
     from persd.tasks import load_benchmark
 
     n = args.tasks

@@ -9,7 +9,7 @@ import pytest
 
 from persd.errors import PersdError
 from persd.llm.base import Message, SamplingParams
-from persd.llm.prompts import student_prompt
+from persd.prompts import student_prompt
 from persd.tasks import load_humaneval
 
 pytest.importorskip("llama_cpp")

@@ -22,7 +22,7 @@ from persd.llm.extract import (
     extract_program,
     fenced_blocks,
 )
-from persd.llm.prompts import student_prompt
+from persd.prompts import student_prompt
 from persd.records import Task
 from persd.sandbox import Job, Sandbox
 from persd.tasks import load_humaneval, load_mbpp

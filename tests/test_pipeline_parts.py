@@ -7,10 +7,10 @@ import json
 import pytest
 
 from persd.errors import DataError
-from persd.llm.chat_templates import TemplateError, refine_prompt, render_chat
 from persd.pipeline.build import build_datasets
 from persd.pipeline.config import PoolConfig
 from persd.pipeline.store import RunDirError, RunStore
+from persd.prompts import TemplateError, refine_prompt, render_chat
 from persd.records import Attempt, Example, Execution, TeacherCall
 from persd.tasks import load_benchmark
 from persd.tasks.decontaminate import decontaminate
@@ -137,6 +137,33 @@ def test_an_older_run_dir_resumes_only_with_the_teacher_sampling_it_was_made_wit
     with pytest.raises(RunDirError, match=r"changed: teacher\.server\.legacy_sampling"):
         store.bind(config(False), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
     store.bind(config(True), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+
+
+def test_an_older_run_dir_keeps_the_pool_it_was_made_with(tmp_path):
+    """A run made before the held-out gate held no task out: its snapshot has no
+    pool.validation. Resuming it with today's default (40) would draw another pool, and
+    sample tasks the run never had (results/exp-qwen05-sample: 98 of its 160 tasks would have
+    changed). The key's absence means 0, so the resume refuses, naming the key."""
+    import yaml
+
+    from persd.config import RunConfig
+    from persd.pipeline.config import PoolConfig
+    from persd.pipeline.context import IMPLIED_BEFORE
+    from persd.pipeline.run import OPERATIONAL
+
+    store = RunStore(tmp_path)
+    store.bind(RunConfig(pool=PoolConfig(validation=0)), operational=OPERATIONAL)
+    _write_a_record(store)
+    snapshot = tmp_path / "config.yaml"
+    old = yaml.safe_load(snapshot.read_text())
+    del old["pool"]["validation"]  # as persd wrote it before the gate
+    snapshot.write_text(yaml.safe_dump(old))
+    assert RunConfig().pool.validation == 40
+    with pytest.raises(RunDirError, match=r"changed: pool\.validation"):
+        store.bind(RunConfig(), operational=OPERATIONAL, implied=IMPLIED_BEFORE)
+    store.bind(
+        RunConfig(pool=PoolConfig(validation=0)), operational=OPERATIONAL, implied=IMPLIED_BEFORE
+    )
 
 
 def test_templates_fill_every_placeholder_once():

@@ -14,9 +14,8 @@ import pytest
 
 from persd.evaluate.multistep import evaluate_student
 from persd.llm.base import Generation, Message, Prompt, SamplingParams
-from persd.llm.chat_templates import PromptConfig
-from persd.llm.prompts import student_prompt
 from persd.pipeline.build import build_datasets
+from persd.prompts import PromptConfig, student_prompt
 from persd.records import Attempt, Example, Execution, TeacherCall
 from persd.sandbox import Job, Sandbox, SandboxConfig
 from persd.tasks import load_humaneval

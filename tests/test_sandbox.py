@@ -11,8 +11,9 @@ import threading
 
 import pytest
 
+from persd.prompts import PromptConfig, render_feedback
 from persd.records import Feedback, Outcome, Task, Test
-from persd.sandbox import Job, Sandbox, SandboxConfig, render_feedback
+from persd.sandbox import Job, Sandbox, SandboxConfig
 from persd.sandbox._child import codec
 from persd.sandbox.compare import parse_expected, values_match
 from persd.sandbox.remote import split_assert
@@ -28,6 +29,8 @@ VALUES = [
     {"a": [1, (2, {3}), frozenset({4})], (1, 2): b"x", None: 1.0, 3: {"k": [[], ()]}},
     [[[[[[[[["deep"]]]]]]]]], {frozenset({1}), (1, "a")},
 ]  # fmt: skip
+
+CUT = PromptConfig().feedback_max_chars  # the one default of how much feedback a prompt shows
 
 
 def same(a: object, b: object) -> bool:
@@ -328,7 +331,7 @@ def fb(status: str, **kw) -> Feedback:
 
 def test_render_failed_call_test_exactly():
     failed = fb("failed", outcomes=(OK, WRONG.model_copy(update={"index": 1})))
-    assert render_feedback(failed) == (
+    assert render_feedback(failed, max_chars=CUT) == (
         "Tests passed: 1 of 2 (hidden tests).\nFailed: f(1)\nExpected: 2\nActual: 3"
     )
 
@@ -365,7 +368,7 @@ def test_render_failed_call_test_exactly():
     ids=lambda v: v.status if isinstance(v, Feedback) else "",
 )  # fmt: skip
 def test_render_feedback_per_status(feedback, text):
-    assert render_feedback(feedback) == text
+    assert render_feedback(feedback, max_chars=CUT) == text
 
 
 def test_render_feedback_truncates():
@@ -427,7 +430,7 @@ def test_test_set_is_recorded(sandbox):
     hidden = sandbox.run(Job.for_task(task, program))
     assert (seen.test_set, seen.tests_total, seen.status) == ("seen", 1, "passed")
     assert (hidden.test_set, hidden.tests_total, hidden.status) == ("hidden", 3, "passed")
-    assert render_feedback(seen) == "All 1 seen tests passed."
+    assert render_feedback(seen, max_chars=CUT) == "All 1 seen tests passed."
 
 
 def test_stdout_tail_is_captured_and_shown(sandbox):
@@ -435,7 +438,9 @@ def test_stdout_tail_is_captured_and_shown(sandbox):
     result = sandbox.run(Job(program=program, tests=ADD_TESTS[:1], entry_point="add"))
     assert result.status == "failed"
     assert result.stdout_tail == "loading\nadding 2 3\n"
-    assert render_feedback(result).endswith("Output (last lines):\nloading\nadding 2 3")
+    assert render_feedback(result, max_chars=CUT).endswith(
+        "Output (last lines):\nloading\nadding 2 3"
+    )
 
 
 def without_carets(traceback: str) -> str:
@@ -458,7 +463,9 @@ def test_traceback_is_the_candidates_own_lines(sandbox):
     )
     for internal in ("harness", "zygote", "<test>", "persd", ".py"):
         assert internal not in failure.traceback
-    assert '  File "<candidate>", line 2, in helper\n    return {}[x]' in render_feedback(result)
+    assert '  File "<candidate>", line 2, in helper\n    return {}[x]' in render_feedback(
+        result, max_chars=CUT
+    )
 
 
 def test_error_at_import_has_candidate_line_numbers(sandbox):
@@ -511,7 +518,7 @@ def test_a_sandbox_that_cannot_confine_says_so():
     assert (result.status, result.detail) == (
         "infra_error", "the sandbox could not confine the sample"
     )  # fmt: skip
-    assert render_feedback(result).startswith("Not run: the sandbox failed")
+    assert render_feedback(result, max_chars=CUT).startswith("Not run: the sandbox failed")
 
 
 def _children(pid: int) -> set[int]:

@@ -127,3 +127,27 @@ def test_a_self_only_run_verifies_passing_attempts_and_never_asks_the_teacher(tm
     summary = loop.run(train=False, evaluate=False)
     assert summary.examples == {"self": 1} and summary.teacher_calls_new == 0
     assert summary.eval_backend is None and summary.floor_note() is None
+
+
+def test_self_rows_can_leave_out_the_tasks_the_student_always_solves():
+    """``data.self_max_pass_rate``: a task whose samples all passed gives no row (its rows are
+    answers the student already gives); a task solved only sometimes keeps its rows."""
+    sub = ADD.model_copy(update={"id": "T/2"})
+    right, wrong = "def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b"
+    attempts = [_attempt(0, right), _attempt(1, "def add(x, y):\n    return y + x")]
+    attempts += [
+        a.model_copy(update={"id": f"T/2#r0a{i}", "task_id": "T/2"})
+        for i, a in enumerate([_attempt(0, right), _attempt(1, wrong)])
+    ]
+    fb = {a.id: feedback(a.code != wrong) for a in attempts}
+    runs = {i: Execution(id=i, task_id=i.split("#")[0], feedback=f) for i, f in fb.items()}
+
+    def rows(rate: float) -> list[str]:
+        built = build_datasets(
+            [ADD, sub], attempts, runs, [], [], runs, variants=["self"], chat=True,
+            student_prompt=lambda t: t.prompt, self_max_pass_rate=rate,
+        )  # fmt: skip
+        return [r.attempt_id for r in built.rows["self"]]
+
+    assert rows(1.0) == ["T/1#r0a0", "T/1#r0a1", "T/2#r0a0"]
+    assert rows(0.5) == ["T/2#r0a0"]  # T/1 passed 2 of 2, T/2 1 of 2

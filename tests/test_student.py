@@ -28,7 +28,7 @@ def test_importing_the_student_modules_loads_no_heavy_library() -> None:
     code = (
         "import sys\n"
         "import persd.llm, persd.llm.student, persd.llm.student_hf, persd.llm.student_llama\n"
-        "import persd.llm.student_vllm, persd.llm.extract, persd.llm.prompts\n"
+        "import persd.llm.student_vllm, persd.llm.extract, persd.prompts\n"
         "heavy = {'torch', 'transformers', 'llama_cpp', 'vllm', 'peft'} & set(sys.modules)\n"
         "print(sorted(heavy))\n"
     )
@@ -164,7 +164,7 @@ def test_llama_cpp_stops_when_answered_with_the_same_program(llama_student: Stud
     """The early stop saves the prose after the code and nothing else: same program, fewer
     tokens, and what was generated is a prefix of the full greedy reply."""
     from persd.llm.extract import extract_program
-    from persd.llm.prompts import student_prompt
+    from persd.prompts import student_prompt
     from persd.tasks import load_benchmark
 
     saved = 0

@@ -362,10 +362,10 @@ def test_prompt_mbpp_shape_reaches_the_pool_and_the_benchmark():
     """``prompt.mbpp_shape: signature`` gives the pool (so attempts, teacher requests and the
     gate's validation tasks) and the MBPP-test benchmark the same HumanEval-shaped prompts;
     the default keeps the docstring prompt every recorded run used."""
-    from persd.llm.chat_templates import PromptConfig
     from persd.pipeline.config import EvalStageConfig, PoolConfig
     from persd.pipeline.evaluate import benchmark_tasks
     from persd.pipeline.pool_stage import load_pool
+    from persd.prompts import PromptConfig
 
     pool = PoolConfig(source="mbpp-validation", limit=5, validation=0, decontaminate=False)
     signed = load_pool(pool, mbpp_shape="signature").tasks

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from persd.configio import describe, load_yaml_mapping, merge
 from persd.errors import PersdError
-from persd.llm.chat_templates import PromptConfig
 from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
 from persd.pipeline.config import (
@@ -24,6 +23,7 @@ from persd.pipeline.config import (
     TeachConfig,
     TrainStageConfig,
 )
+from persd.prompts import PromptConfig
 from persd.records import TEACHER_FREE
 from persd.sandbox.config import SandboxConfig
 

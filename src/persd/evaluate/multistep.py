@@ -28,9 +28,8 @@ from pydantic import BaseModel
 from persd.evaluate.journal import Journal, journal_key
 from persd.evaluate.passk import mean_pass_at_k
 from persd.llm.base import Prompt, SamplingParams, Student, chunk_size, generate_each
-from persd.llm.chat_templates import PromptConfig, student_refine_prompt
 from persd.llm.extract import base_stop_sequences, extract_program
-from persd.llm.prompts import student_prompt
+from persd.prompts import PromptConfig, student_prompt, student_refine_prompt
 from persd.records import Feedback, Task
 from persd.sandbox import Job, Sandbox
 

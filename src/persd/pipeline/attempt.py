@@ -13,13 +13,12 @@ from persd.llm.base import (
     chunk_size,
     generate_each,
 )
-from persd.llm.chat_templates import prompt_text
 from persd.llm.extract import base_stop_sequences, extract_program
-from persd.llm.prompts import student_prompt
 from persd.pipeline.config import AttemptConfig
 from persd.pipeline.store import RunDirError, StageFile
 from persd.pipeline.synth import synthesize
 from persd.pipeline.training import trained_model, trained_student
+from persd.prompts import prompt_text, student_prompt
 from persd.records import Attempt, Task
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persd.llm.base import Prompt
-from persd.llm.chat_templates import (
+from persd.prompts import (
     PromptConfig,
     onpolicy_teacher_prompt,
     prompt_text,
@@ -165,10 +165,17 @@ class _Builder:
         if personal and ex is not None:
             self.add("inpd", ex.model_copy(update={"id": f"inpd:{solution.id}", "variant": "inpd"}))
 
-    def own(self, task: Task, attempts: Sequence[Attempt], per_task: int) -> None:
+    def own(
+        self, task: Task, attempts: Sequence[Attempt], per_task: int, max_rate: float = 1.0
+    ) -> None:
         """``self`` rows: the task's attempts that passed ALL its tests, the first
         ``per_task`` distinct programs (by syntax tree: comments and spacing do not make a
-        sample new), each with the student's own reply as the completion, as written."""
+        sample new), each with the student's own reply as the completion, as written. A task
+        whose samples passed more often than ``max_rate`` gives none."""
+        passed = sum(self.verified_attempt(a) for a in attempts)
+        if passed and passed > max_rate * len(attempts):
+            self.built.skipped["self: task passed above data.self_max_pass_rate"] += 1
+            return
         seen: set[str] = set()
         for attempt in attempts:
             if not self.verified_attempt(attempt):
@@ -289,6 +296,7 @@ def build_datasets(
     unfiltered: bool = True,
     seed: int = 0,
     self_per_task: int = 4,
+    self_max_pass_rate: float = 1.0,
 ) -> Built:
     """Every requested variant's rows (plus ``*_nofilter`` ablations when ``unfiltered``)."""
     b = _Builder(chat, student_prompt, prompt_config or PromptConfig(), unfiltered, verifications)
@@ -316,7 +324,7 @@ def build_datasets(
                 b.onpolicy(task, attempt, execution, fix or first_solution.get(task.id))
         b.standard(task, first_solution.get(task.id), personal)
         if own:
-            b.own(task, attempts_by_task.get(task.id, []), self_per_task)
+            b.own(task, attempts_by_task.get(task.id, []), self_per_task, self_max_pass_rate)
     _combined(b.rows, seed)
     wanted = set(variants)
     for name, items in b.rows.items():
@@ -332,9 +340,9 @@ def build_datasets(
 
 def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
     """The build stage: every variant's rows for the round, written to ``data/``."""
-    from persd.llm.prompts import student_prompt
     from persd.pipeline.attempt import round_tasks
     from persd.pipeline.store import StageFile
+    from persd.prompts import student_prompt
 
     if round_ == 0:  # what is trained is built, listed in data.variants or not
         variants = tuple(dict.fromkeys(ctx.config.data.variants + ctx.config.train.variants))
@@ -356,6 +364,7 @@ def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
             unfiltered=ctx.config.data.unfiltered and round_ == 0,
             seed=ctx.config.data.seed,
             self_per_task=ctx.config.data.self_per_task,
+            self_max_pass_rate=ctx.config.data.self_max_pass_rate,
         )
         for name, rows in built.rows.items():
             StageFile(ctx.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)

@@ -99,6 +99,14 @@ class DataConfig(_Section):
     self_per_task: int = Field(
         4, ge=1, description="self: at most this many distinct verified samples per task"
     )
+    self_max_pass_rate: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="self: only tasks whose samples passed at most this fraction of the time "
+        "(1: every task; below 1 leaves out the tasks the student always solves, whose rows "
+        "are answers it already gives: docs/RESULTS.md, lever 1)",
+    )
     seed: int = Field(0, description="which tasks stand_matched keeps")
 
 

@@ -48,8 +48,13 @@ OPERATIONAL = (
 
 # Settings added for behaviour older persd had without a key: what an older run directory's
 # snapshot meant by not having them. Its teacher replies were drawn under llama-cpp-python's
-# server defaults (repeat penalty 1.1), so it resumes only with legacy_sampling: true.
-IMPLIED_BEFORE: dict[str, object] = {"teacher.server.legacy_sampling": True}
+# server defaults (repeat penalty 1.1), so it resumes only with legacy_sampling: true. Before
+# the held-out gate, no task was held out: with today's default (40) the same config would
+# draw another pool, and a resume would silently sample tasks the run never had.
+IMPLIED_BEFORE: dict[str, object] = {
+    "teacher.server.legacy_sampling": True,
+    "pool.validation": 0,
+}
 
 
 def _default_student(config: RunConfig) -> Student:

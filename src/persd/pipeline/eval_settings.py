@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict
 
 from persd.config import RunConfig
 from persd.errors import PersdError
-from persd.llm.chat_templates import PromptConfig
 from persd.llm.student import StudentConfig
 from persd.pipeline.config import EvalStageConfig
 from persd.pipeline.gate import GateResult
 from persd.pipeline.training import finished, trained_student
+from persd.prompts import PromptConfig
 from persd.sandbox.config import SandboxConfig
 
 

@@ -22,10 +22,10 @@ from persd.pipeline.training import trained_models
 
 if TYPE_CHECKING:
     from persd.evaluate.multistep import EvalReport
-    from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig
     from persd.pipeline.config import EvalStageConfig
     from persd.pipeline.context import RunContext
+    from persd.prompts import PromptConfig
     from persd.records import Task
     from persd.sandbox import SandboxConfig
 
@@ -103,9 +103,9 @@ def evaluate_isolated(
 ) -> dict:
     """``evaluate_model`` of serialised arguments, in a stage process; the report as a dict.
     Progress goes back as ticks of sampled tasks."""
-    from persd.llm.chat_templates import PromptConfig
     from persd.llm.student import StudentConfig
     from persd.pipeline.config import EvalStageConfig
+    from persd.prompts import PromptConfig
     from persd.records import Task
     from persd.sandbox import SandboxConfig
 

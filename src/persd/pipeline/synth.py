@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from persd.llm.chat_templates import render_chat
 from persd.pipeline.config import SynthConfig
 from persd.pipeline.store import StageFile
 from persd.pipeline.teach import LazyTeacher, TeacherRequest, ask, with_teacher
+from persd.prompts import render_chat
 from persd.pysource import parse_module
 from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
 from persd.sandbox import Job, Sandbox

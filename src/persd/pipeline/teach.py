@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persd.llm.base import Message, SamplingParams, Teacher
-from persd.llm.chat_templates import placeholders, render_chat
 from persd.pipeline.config import TeachConfig
 from persd.pipeline.execute import failed_attempts, verified_solutions, verify_solutions
 from persd.pipeline.store import StageFile
+from persd.prompts import placeholders, render_chat, render_feedback
 from persd.records import Attempt, Execution, Task, TeacherCall
-from persd.sandbox import render_feedback
 
 if TYPE_CHECKING:
     from persd.config import RunConfig

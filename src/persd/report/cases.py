@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from itertools import zip_longest
 
 from persd.pipeline.summary import failure_kind
+from persd.prompts import render_feedback
 from persd.records import Attempt, Execution, TeacherCall
 from persd.report.data import Case, DiffRow
-from persd.sandbox import render_feedback
 
 
 def side_by_side(old: str, new: str) -> list[DiffRow]:

@@ -15,10 +15,10 @@ from importlib import resources
 from typing import Any, Literal
 
 from persd.errors import DataError, PersdError
+from persd.prompts.files import fill, shipped_text
 from persd.pysource import parse_module
 from persd.records import Task
 from persd.tasks.asserts import TestSyntaxError, assert_to_test
-from persd.tasks.templates_io import prompt_template
 
 DATA_FILE = "mbpp.jsonl"
 LICENSE = "MBPP (Austin et al., 2021), Google Research, CC-BY-4.0; tests split by persd"
@@ -105,9 +105,8 @@ def _called_names(statement: str) -> list[str]:
 
 def mbpp_prompt(instruction: str, example: str) -> str:
     """The student's prompt: the instruction and one example, in a docstring."""
-    return prompt_template("mbpp_prompt.txt").format(
-        instruction=instruction.strip(), example=example
-    )
+    values = {"instruction": instruction.strip(), "example": example}
+    return fill(shipped_text("mbpp_prompt.txt"), values, where="mbpp_prompt.txt")
 
 
 def entry_signature(code: str, entry_point: str) -> str | None:
@@ -134,8 +133,9 @@ def mbpp_signature_prompt(instruction: str, example: str, signature: str) -> str
     """The student's prompt in HumanEval's shape: the signature, then a docstring holding the
     instruction and one example, indented as the function's own."""
     text = "\n    ".join(line.strip() for line in instruction.strip().splitlines())
-    return prompt_template("mbpp_prompt_signature.txt").format(
-        signature=signature, instruction=text, example=example
+    values = {"signature": signature, "instruction": text, "example": example}
+    return fill(
+        shipped_text("mbpp_prompt_signature.txt"), values, where="mbpp_prompt_signature.txt"
     )
 
 

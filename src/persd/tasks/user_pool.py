@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from persd.errors import DataError
 from persd.jsonl import json_object
+from persd.prompts.files import fill, shipped_text
 from persd.records import Comparison, Task, Test
 from persd.tasks.asserts import TestSyntaxError, source_to_test, structured_test
-from persd.tasks.templates_io import prompt_template
 
 # Said after "'<field>' is missing", so the user knows what to put there.
 _FIELD_HELP = {
@@ -202,6 +202,5 @@ def _tests(
 
 def default_prompt(instruction: str, entry_point: str) -> str:
     """The prompt of a task that gives none: its instruction and the function's name."""
-    return prompt_template("pool_prompt.txt").format(
-        instruction=instruction.strip(), entry_point=entry_point
-    )
+    values = {"instruction": instruction.strip(), "entry_point": entry_point}
+    return fill(shipped_text("pool_prompt.txt"), values, where="pool_prompt.txt")
