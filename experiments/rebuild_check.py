@@ -25,8 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 SKIP = {"models", "eval", "validation", "data", "logs", "humaneval164", "report.html"}
 DEAD_TEACHER = {
     "base_url": "http://127.0.0.1:9/v1",
@@ -45,19 +43,13 @@ def run_dirs(root: Path) -> list[Path]:
 def rebuild(run: Path, scratch: Path) -> tuple[list[str], list[str]]:
     """The rows ``run``'s records give today, in a copy: the files that differ, and the files
     the build stage does not write (an experiment script's rows, e.g. on-policy scores)."""
-    from persd.config import load_config
     from persd.configio import merge
-    from persd.pipeline.context import IMPLIED_BEFORE
+    from persd.pipeline.context import snapshot_config
     from persd.pipeline.run import Loop
 
     copy = scratch / run.name
     shutil.copytree(run, copy, ignore=lambda d, names: [n for n in names if n in SKIP])
-    snapshot = yaml.safe_load((copy / "config.yaml").read_text())
-    for key, value in IMPLIED_BEFORE.items():  # what an older snapshot meant by a missing key
-        section, *rest = key.split(".")
-        if section in snapshot and len(rest) == 1 and rest[0] not in snapshot[section]:
-            snapshot[section][rest[0]] = value
-    cfg = load_config(None, snapshot)
+    cfg = snapshot_config(copy)  # what an older snapshot meant by a missing key included
     teacher = merge(cfg.teacher.model_dump(mode="json"), DEAD_TEACHER)
     cfg = cfg.model_copy(update={"teacher": type(cfg.teacher).model_validate(teacher)})
     loop = Loop(cfg, copy, force=True)

@@ -151,6 +151,8 @@ def _settings(
     resolved as the run resolves its own evaluations; the model is --run's unless -m or
     --adapter name one."""
     from persd.config import load_config
+    from persd.configio import merge
+    from persd.pipeline.context import snapshot_config
     from persd.pipeline.eval_settings import eval_settings, run_model
 
     if run is not None and config is not None:
@@ -159,15 +161,16 @@ def _settings(
         raise PersdError("--variant names a model of a run: give --run too")
     if run is None and not given:
         raise PersdError("give the model to score: --model, or --run with a run directory")
-    if run is not None:
-        config = run / "config.yaml"
-        if not config.is_file():
-            raise PersdError(f"--run {run}: no config.yaml; give a directory `persd run` wrote")
-    trained = run_model(run, variant) if run is not None and not given else None
     given_flags = {
         k: {f: v for f, v in section.items() if v is not None} for k, section in flags.items()
     }
-    return eval_settings(load_config(config, given_flags), trained)
+    if run is None:
+        return eval_settings(load_config(config, given_flags), None)
+    if not (run / "config.yaml").is_file():
+        raise PersdError(f"--run {run}: no config.yaml; give a directory `persd run` wrote")
+    made_with = snapshot_config(run).model_dump(mode="json")
+    trained = None if given else run_model(run, variant)
+    return eval_settings(load_config(None, merge(made_with, given_flags)), trained)
 
 
 def _check_versus(versus: Path | None, out: Path | None, benchmark: str) -> None:

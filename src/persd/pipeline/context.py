@@ -57,6 +57,24 @@ IMPLIED_BEFORE: dict[str, object] = {
 }
 
 
+def snapshot_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was made with, read from its snapshot: a key an older persd
+    did not write holds what its absence meant (``IMPLIED_BEFORE``), else today's default."""
+    import yaml
+
+    from persd.config import load_config
+
+    data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    for key, value in IMPLIED_BEFORE.items():
+        *path, leaf = key.split(".")
+        section = data
+        for part in path:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict) and leaf not in section:
+            section[leaf] = value
+    return load_config(None, data)
+
+
 def _default_student(config: RunConfig) -> Student:
     from persd.llm.student import load_student
 

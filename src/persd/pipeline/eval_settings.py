@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from persd.config import RunConfig
 from persd.errors import PersdError
+from persd.llm.base import adapter_label
 from persd.llm.student import StudentConfig
 from persd.pipeline.config import EvalStageConfig
 from persd.pipeline.gate import GateResult
@@ -77,9 +78,8 @@ def _here(run_dir: Path, model: Path) -> Path:
     or the same place under ``run_dir`` (the run was started from another directory)."""
     if model.exists():
         return model
-    parts = model.parts
-    if "models" in parts:
-        moved = run_dir.joinpath(*parts[len(parts) - parts[::-1].index("models") - 1 :])
+    if "models" in model.parts:  # the path below the run's models/, as records name it
+        moved = run_dir / "models" / adapter_label(model)
         if moved.exists():
             return moved
     raise RunError(
