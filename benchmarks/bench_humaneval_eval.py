@@ -1,7 +1,7 @@
 """HumanEval greedy evaluation of the default student: one sequence at a time against many,
 and with prompt-lookup drafts, Q5_0 matrices served as Q8_0, or without the shared prefix.
 
-Runs the same evaluation (``persd.pipeline.evaluate.evaluate_model``, as ``persd eval`` does:
+Runs the same evaluation (``persd.pipeline.model_eval.evaluate_model``, as ``persd eval`` does:
 the student's chat prompts, greedy, 384 new tokens at most, stopped once the program is
 answered, scored in the sandbox) with the llama.cpp student decoding ``parallel`` sequences
 together, for each value given (``P+L``: P sequences with up to L prompt-lookup draft tokens
@@ -27,7 +27,7 @@ from pathlib import Path
 from persd.evaluate.paired import paired
 from persd.llm.student import StudentConfig
 from persd.pipeline.config import EvalStageConfig
-from persd.pipeline.evaluate import benchmark_tasks, evaluate_model
+from persd.pipeline.model_eval import benchmark_tasks, evaluate_model
 from persd.sandbox import SandboxConfig
 
 

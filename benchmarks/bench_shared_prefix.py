@@ -26,7 +26,7 @@ from persd.llm.gguf_q8 import q8_copy
 from persd.llm.registry import default_cache_dir, get_spec, model_path
 from persd.llm.render import from_llama
 from persd.pipeline.config import EvalStageConfig
-from persd.pipeline.evaluate import benchmark_tasks
+from persd.pipeline.model_eval import benchmark_tasks
 from persd.prompts import student_prompt
 
 

@@ -41,11 +41,12 @@ import types
 from pathlib import Path
 from typing import Any
 
+from persd.llm.student_hf import resolve_base
 from persd.prompts import prompt_text, student_prompt
 from persd.records import Example
 from persd.tasks import load_benchmark
 from persd.train import TrainConfig
-from persd.train.sft import make_trainer, resolve_base
+from persd.train.sft import make_trainer
 
 SETTINGS = {
     "before": {"batch_size": 1, "trl_loss": True, "dtype": "bfloat16"},

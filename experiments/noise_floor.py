@@ -7,11 +7,11 @@ The untrained default student, greedy, n=1, on MBPP test (500) and HumanEval (16
 - B: the path a trained model takes: a PEFT LoRA with the run's default LoRA settings whose
   delta is exactly zero (PEFT initialises lora_B to zero; saved untrained), given to the same
   student config as ``adapter``, so llama.cpp converts it to a GGUF LoRA and applies it, as
-  ``pipeline.training.trained_student`` does for a run's trained model;
+  ``llm.student.trained_student`` does for a run's trained model;
 - C: A at another batch arrangement (``--c-parallel`` sequences, default 16: chunks of 64
   tasks instead of 128, so other batch neighbours and other batch shapes).
 
-Each evaluation is ``pipeline.evaluate.evaluate_model`` (what ``persd eval --out`` and a run
+Each evaluation is ``pipeline.model_eval.evaluate_model`` (what ``persd eval --out`` and a run
 call) writing under OUT/<path>/<benchmark>; reruns resume from those journals. A's journals
 are those of ``persd eval -m qwen2.5-coder-0.5b-instruct --backend llama_cpp -b BENCH --out``.
 Then the flip table: per pair (A vs B, A vs C) and benchmark, pass@1 of both, identical
@@ -45,8 +45,9 @@ def zero_adapter(out: Path) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from persd.llm.student_hf import resolve_base
     from persd.train.config import TrainConfig
-    from persd.train.sft import _lora_config, resolve_base
+    from persd.train.sft import _lora_config
 
     torch.manual_seed(0)  # lora_A is random (Kaiming); only B = 0 matters for the delta
     _, ref = resolve_base(STUDENT)
@@ -80,7 +81,7 @@ def evaluate(fields: dict, bench: str, out: Path, first: int | None = None) -> N
     without ``first`` resumes from."""
     from persd.llm.student import StudentConfig
     from persd.pipeline.config import EvalStageConfig
-    from persd.pipeline.evaluate import benchmark_tasks, evaluate_model
+    from persd.pipeline.model_eval import benchmark_tasks, evaluate_model
     from persd.prompts import PromptConfig
     from persd.sandbox import SandboxConfig
 

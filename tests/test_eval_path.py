@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from persd.cli import app
 from persd.evaluate.multistep import evaluate_student
-from persd.llm.base import Generation, Prompt, SamplingParams
+from persd.llm.base import Generation, Prompt, SamplingParams, Student
 from persd.llm.student import StudentConfig, choose_backend
 from persd.sandbox import Sandbox, SandboxConfig
 from persd.tasks import load_humaneval
@@ -38,7 +38,7 @@ def test_auto_falls_back_to_transformers_without_llama_cpp(monkeypatch) -> None:
     assert choose_backend(StudentConfig(), kind="gguf") == "transformers"
 
 
-class _Described:
+class _Described(Student):
     """A student that says what it is, answering every task with ``return None``."""
 
     model_id = "fake"
@@ -74,7 +74,7 @@ def test_persd_eval_gives_a_runs_verdicts(smollm2_gguf: Path, tmp_path: Path) ->
     from persd.cli.run import default_config
     from persd.config import load_config
     from persd.pipeline.eval_settings import eval_settings
-    from persd.pipeline.evaluate import evaluate_isolated
+    from persd.pipeline.model_eval import evaluate_isolated
 
     settings = {"limit": 3, "max_new_tokens": 48}
     run = load_config(

@@ -11,14 +11,14 @@ import pytest
 
 from persd.errors import PersdError
 from persd.evaluate.multistep import evaluate_student
-from persd.llm.base import Generation, Prompt, SamplingParams
+from persd.llm.base import Generation, Prompt, SamplingParams, Student
 from persd.sandbox import Sandbox, SandboxConfig
 from persd.tasks import load_humaneval
 
 TASKS = load_humaneval()[:3]
 
 
-class CountingStudent:
+class CountingStudent(Student):
     """Answers HumanEval/0 right and the others wrong; counts the prompts it is asked."""
 
     def __init__(self, name: str = "fake", delay: float = 0.0) -> None:

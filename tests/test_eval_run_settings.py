@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from persd.cli import app
 from persd.config import load_config
 from persd.evaluate.paired import Paired
-from persd.llm.base import Generation, Prompt, SamplingParams
-from persd.pipeline import evaluate as run_eval
-from persd.pipeline.gate import Candidate, GateResult, GateRow
+from persd.llm.base import Generation, Prompt, SamplingParams, Student
+from persd.pipeline import model_eval as run_eval
 from persd.pipeline.run import Loop
+from persd.pipeline.rundir import Candidate, GateResult, GateRow
+from persd.pipeline.stages.evaluate import evaluate_models
 
 WRONG = "def f(*args):\n    print('debug ' * 40)\n    return None\n"
 
@@ -38,7 +39,7 @@ class Recorder:
         prompts: list[Prompt] = []
         self.loaded.append((cfg.model_dump(mode="json"), prompts))
 
-        class Student:
+        class Scripted(Student):
             model_id = "scripted"
 
             def generate(self, batch: Sequence[Prompt], params: SamplingParams):
@@ -51,7 +52,7 @@ class Recorder:
             def close(self) -> None:
                 pass
 
-        return Student()
+        return Scripted()
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -90,7 +91,7 @@ def _run_dir(tmp_path: Path) -> Path:
         kept_path=str(final), verdict="v",
     )  # fmt: skip
     (run / "gate.json").write_text(gate.model_dump_json())
-    run_eval.evaluate_models(loop)  # the run's evaluate stage: base, then the kept model
+    evaluate_models(loop)  # the run's evaluate stage: base, then the kept model
     return run
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from persd.evaluate.paired import mcnemar_exact, paired
 from persd.pipeline.config import GateConfig, PoolConfig
-from persd.pipeline.gate import Candidate, candidates, decide
-from persd.pipeline.pool_stage import PoolError, load_pool
+from persd.pipeline.pool import PoolError, load_pool
+from persd.pipeline.rundir import Candidate
+from persd.pipeline.stages.gate import candidates, decide
 
 
 def test_mcnemar_exact_matches_the_binomial_test():

@@ -41,3 +41,75 @@ def test_no_function_in_the_loop_and_the_cli_is_over_the_cap() -> None:
                 if length > FUNCTION_LINES:
                     over[f"{p.relative_to(PACKAGE)}:{node.name}"] = length
     assert not over, f"functions over {FUNCTION_LINES} lines: {over}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The persd modules ``path`` imports anywhere in it (inside functions and under
+    TYPE_CHECKING too: a cycle there is still two ideas that need each other)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        else:
+            continue
+        for name in names:
+            if name in known:
+                out.add(name)
+                break
+    return out
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_modules_import_each_other() -> None:
+    """No import cycles between modules: the package reads bottom up (docs/ARCHITECTURE.md,
+    "Import direction"). A package's ``__init__`` only hands its modules' names on, so the
+    edges into it are followed to the modules it names."""
+    modules = {_module_name(p): p for p in _modules()}
+    known = set(modules)
+    graph = {name: _imports(path, known) - {name} for name, path in modules.items()}
+    faces = {n for n, p in modules.items() if p.name == "__init__.py"}
+    for name in graph:  # a face's own imports are where an edge into it really goes
+        graph[name] = {
+            target
+            for dep in graph[name]
+            for target in (graph[dep] - {name} if dep in faces else {dep})
+        }
+    assert not _cycles(graph), f"modules that import each other: {_cycles(graph)}"

@@ -15,7 +15,7 @@ pytest.importorskip("peft")
 
 from persd.errors import PersdError  # noqa: E402
 from persd.llm.render import renderer_for  # noqa: E402
-from persd.pipeline.build import build_datasets  # noqa: E402
+from persd.pipeline.stages.build import build_datasets  # noqa: E402
 from persd.records import Attempt, Example, Execution, Feedback, Task, TeacherCall, Test  # noqa: E402
 from persd.train import (  # noqa: E402
     TrainError,

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from persd.errors import DataError
-from persd.pipeline.build import build_datasets
 from persd.pipeline.config import PoolConfig
+from persd.pipeline.stages.build import build_datasets
 from persd.pipeline.store import RunDirError, RunStore
 from persd.prompts import TemplateError, refine_prompt, render_chat
 from persd.records import Attempt, Example, Execution, TeacherCall
@@ -322,13 +322,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 def test_base_attempts_stop_where_the_task_prompt_says(tmp_path):
     """A base (non-chat) student continues text: each task's attempt carries that task's stop
     sequences; a chat student gets one batched call without them."""
-    from persd.llm.base import Generation
+    from persd.llm.base import Generation, Student
     from persd.llm.extract import base_stop_sequences
-    from persd.pipeline.attempt import run_attempts
     from persd.pipeline.config import AttemptConfig
+    from persd.pipeline.stages.attempt import run_attempts
     from persd.pipeline.store import StageFile
 
-    class Recorder:
+    class Recorder(Student):
         model_id = "rec"
 
         def __init__(self):

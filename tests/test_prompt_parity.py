@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from persd.evaluate.multistep import evaluate_student
-from persd.llm.base import Generation, Message, Prompt, SamplingParams
-from persd.pipeline.build import build_datasets
+from persd.llm.base import Generation, Message, Prompt, SamplingParams, Student
+from persd.pipeline.stages.build import build_datasets
 from persd.prompts import PromptConfig, student_prompt
 from persd.records import Attempt, Example, Execution, TeacherCall
 from persd.sandbox import Job, Sandbox, SandboxConfig
@@ -27,7 +27,7 @@ WRONG = (
 RIGHT = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"
 
 
-class ScriptedStudent:
+class ScriptedStudent(Student):
     """Answers every prompt with one fixed program and records what it was asked: the test
     is about which prompt reaches the model, not about the model."""
 

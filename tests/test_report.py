@@ -395,7 +395,7 @@ def test_a_multi_round_run_gets_a_rounds_table(example_run: Path, tmp_path: Path
 
 def _no_gain_gate():
     from persd.evaluate.paired import Paired
-    from persd.pipeline.gate import Candidate, GateResult, GateRow
+    from persd.pipeline.rundir import Candidate, GateResult, GateRow
 
     row = GateRow(
         candidate=Candidate(variant="persd_combined", checkpoint="final", path="m/final"),
@@ -442,7 +442,7 @@ def test_the_summary_table_leads_with_the_result_and_labels_rejected_models() ->
     from rich.console import Console
 
     from persd.cli.run import summary_table
-    from persd.pipeline.summary import RunSummary
+    from persd.pipeline.rundir import RunSummary
 
     saved = json.loads((EXAMPLE / "summary.json").read_text())
     s = RunSummary.model_validate(saved)
@@ -468,7 +468,7 @@ def test_the_noise_floor_is_said_beside_the_comparisons(example_run: Path) -> No
     from persd.cli.run import summary_table
     from persd.evaluate.floor import floor_for
     from persd.evaluate.paired import Paired
-    from persd.pipeline.summary import RunSummary
+    from persd.pipeline.rundir import RunSummary
 
     floor = floor_for("llama_cpp")
     assert floor is not None and floor.flipped > 0 and floor.of > floor.flipped

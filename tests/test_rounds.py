@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from persd.config import ConfigError, load_config
-from persd.pipeline import training as training_mod
 from persd.pipeline.run import Loop, model_name, trained_student
+from persd.pipeline.stages import train as training_mod
 from persd.pipeline.store import RunDirError
 from persd.records import Attempt, Example, Execution, TeacherCall
 from records_for_tests import feedback

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from persd.config import load_config
-from persd.pipeline.build import build_datasets
 from persd.pipeline.run import Loop
+from persd.pipeline.stages.build import build_datasets
 from persd.records import Attempt, Example, Execution, Task, TeacherCall, Test
 from records_for_tests import feedback
 

@@ -11,10 +11,10 @@ import pytest
 
 from persd.config import load_config
 from persd.errors import DataError
-from persd.llm.base import TeacherReply
+from persd.llm.base import Teacher, TeacherReply
 from persd.pipeline.config import SynthConfig
 from persd.pipeline.run import Loop
-from persd.pipeline.synth import parse_calls, probe_task
+from persd.pipeline.stages.synth import parse_calls, probe_task
 from persd.records import Task
 from persd.sandbox import Job, Sandbox, SandboxConfig
 from persd.tasks import load_task_pool
@@ -136,7 +136,7 @@ def test_pool_lines_with_only_a_reference_load_without_tests(tmp_path: Path):
     assert [t.id for t in result.tasks] == ["a"] and not result.tasks[0].tests_hidden
 
 
-class _ScriptedTeacher:
+class _ScriptedTeacher(Teacher):
     """Answers every test-input request with the same reply (no network, no model)."""
 
     model_id = "scripted"

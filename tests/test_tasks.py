@@ -363,8 +363,8 @@ def test_prompt_mbpp_shape_reaches_the_pool_and_the_benchmark():
     gate's validation tasks) and the MBPP-test benchmark the same HumanEval-shaped prompts;
     the default keeps the docstring prompt every recorded run used."""
     from persd.pipeline.config import EvalStageConfig, PoolConfig
-    from persd.pipeline.evaluate import benchmark_tasks
-    from persd.pipeline.pool_stage import load_pool
+    from persd.pipeline.model_eval import benchmark_tasks
+    from persd.pipeline.pool import load_pool
     from persd.prompts import PromptConfig
 
     pool = PoolConfig(source="mbpp-validation", limit=5, validation=0, decontaminate=False)

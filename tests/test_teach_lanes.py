@@ -1,6 +1,7 @@
-"""The teach stage on a local teacher's slots (pipeline/teach.py ``_task_by_task``): each
-task's refinements go to the slot that just solved it, right after its solution is verified,
-and the stage asks exactly what solving everything first and then refining would ask.
+"""The teach stage (pipeline/stages/teach.py), one path for every teacher: on a local
+teacher's slots each task's refinements go to the slot that just solved it, right after its
+solution is verified; pinned or not, the stage asks exactly what solving everything first and
+then refining would ask.
 
 The teacher is a recorder standing in for persd's llama.cpp slots; the sandbox is real."""
 
@@ -14,22 +15,34 @@ from pathlib import Path
 import pytest
 
 from persd.config import load_config
-from persd.llm.base import Message, SamplingParams, TeacherReply
+from persd.llm.base import Message, SamplingParams, Teacher, TeacherReply
 from persd.pipeline.run import Loop
+from persd.pipeline.stages.execute import failed_attempts
+from persd.pipeline.stages.teach import refine_requests, solve_requests
+from persd.pipeline.stages.verify import verified_solutions
 from persd.records import Attempt, Execution
 from records_for_tests import feedback
 
 TASKS = 6
 
 
-class _Slots:
-    """``lanes`` slots; every call is logged as (slot, first user message, kind) and
-    answered with the task's reference program, so solutions verify."""
+class _Slots(Teacher):
+    """``lanes`` slots (0: an API answering 3 requests at once, unpinned); every call is
+    logged as (slot, first user message, kind) and answered with the task's reference
+    program, so solutions verify."""
 
     def __init__(self, lanes: int, references: dict[str, str]) -> None:
-        self.lanes = lanes
+        self._lanes = lanes
         self.log: list[tuple[int | None, str, str]] = []
         self._refs = references
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def concurrency(self) -> int:
+        return self._lanes or 3
 
     @property
     def model_id(self) -> str:
@@ -125,16 +138,29 @@ def test_each_refinement_follows_its_solution_on_the_same_slot(tmp_path, monkeyp
 
 
 def test_the_same_calls_as_solving_everything_first(tmp_path, monkeypatch) -> None:
+    """Pinned slots or an unpinned API, the stage asks what the paper's order would: every
+    task's solution, then a refinement of every failed attempt that shows its task's verified
+    solution (requests built here from the records, in that order)."""
     pinned = _loop(tmp_path / "pinned")
     _teach(pinned, _Slots(2, _references(pinned)), monkeypatch)
     plain = _loop(tmp_path / "plain")
-    _teach(plain, _Slots(0, _references(plain)), monkeypatch)  # no lanes: the two-phase path
-
-    def calls(loop: Loop, name: str) -> dict[str, tuple]:
-        return {c.id: (c.task_id, c.attempt_id, c.messages) for c in getattr(loop, name).read()}
-
-    assert calls(pinned, "solutions") == calls(plain, "solutions")
-    assert calls(pinned, "refinements") == calls(plain, "refinements")
+    _teach(plain, _Slots(0, _references(plain)), monkeypatch)
+    cfg = plain.config.teach
+    solve = {r.id: r.messages for r in solve_requests(plain.pool.tasks, cfg)}
+    refine, _ = refine_requests(
+        plain.tasks,
+        failed_attempts(plain),
+        verified_solutions(plain),
+        cfg,
+        feedback_max_chars=plain.config.prompt.feedback_max_chars,
+    )
+    expected = {"solutions": solve, "refinements": {r.id: r.messages for r in refine}}
+    for loop in (pinned, plain):
+        for name, want in expected.items():
+            got = {
+                c.id: tuple(Message(**m) for m in c.messages) for c in getattr(loop, name).read()
+            }
+            assert got == want, name
     assert pinned.verifications.ids() == plain.verifications.ids()
 
 

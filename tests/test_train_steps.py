@@ -13,7 +13,7 @@ pytest.importorskip("peft")
 
 from persd.config import load_config  # noqa: E402
 from persd.pipeline.isolate import run_isolated  # noqa: E402
-from persd.pipeline.training import train_variant  # noqa: E402
+from persd.pipeline.stages.train import train_variant  # noqa: E402
 from persd.records import Example  # noqa: E402
 from persd.train.config import TrainConfig  # noqa: E402
 from persd.train.schedule import rate_factor, warmup_steps  # noqa: E402

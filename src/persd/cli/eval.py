@@ -127,7 +127,7 @@ def eval_command(
         "prompt": {"mbpp_shape": mbpp_shape},
     }  # fmt: skip
     settings = _settings(run, variant, config, flags, given=model or adapter)
-    from persd.pipeline.evaluate import evaluate_model
+    from persd.pipeline.model_eval import evaluate_model
 
     with console.status("evaluating") as status:
         report = evaluate_model(
@@ -195,7 +195,7 @@ def _print_versus(report: EvalReport, out: Path, versus: Path) -> None:
     """Paired per task against the other evaluation, with the serving path's noise floor."""
     from persd.evaluate.floor import floor_for
     from persd.evaluate.paired import paired
-    from persd.pipeline.gate import per_task
+    from persd.pipeline.stages.gate import per_task
 
     p = paired(per_task(versus), per_task(out))
     console.print(

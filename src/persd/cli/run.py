@@ -16,7 +16,7 @@ from persd.config import RunConfig, load_config
 from persd.pipeline.plan import make_plan
 from persd.pipeline.preflight import run_checks
 from persd.pipeline.run import Loop
-from persd.pipeline.summary import RunSummary
+from persd.pipeline.rundir import RunSummary
 
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="YAML run config; omitted: the built-in offline default.")
@@ -204,11 +204,15 @@ def _write_report(run_dir: Path) -> None:
         console.print(f"[yellow]no report:[/] {e}", soft_wrap=True)
 
 
-def _stage(name: str, doc: str) -> Callable[..., None]:
+def _stage(name: str, doc: str, *before: str) -> Callable[..., None]:
+    """A command that runs one stage of the loop (after ``before``, the stages it cannot do
+    without: an attempt needs its tasks' tests synthesised)."""
+
     def command(config: ConfigArg = None, run_dir: RunDirOpt = None, force: ForceOpt = False):
         with progress_bars(err_console) as bars:
             loop = _loop(config, run_dir, force, RichProgress(bars))
-            getattr(loop, name)()
+            for stage in (*before, name):
+                getattr(loop, stage)()
         console.print(summary_table(loop.summary()))
 
     command.__doc__ = doc
@@ -220,7 +224,9 @@ STAGE_COMMANDS = {
     "synthesize": _stage(
         "synthesize", "Stage 0: tests for reference-only pool tasks (teacher inputs)."
     ),
-    "attempt": _stage("attempt", "Stage 1: the student attempts every task (local weights)."),
+    "attempt": _stage(
+        "attempt", "Stage 1: the student attempts every task (local weights).", "synthesize"
+    ),
     "execute": _stage("execute", "Stage 2: run attempts against the SEEN tests."),
     "refine": _stage("teach", "Stage 3: teacher solutions and refinements of failures."),
     "verify": _stage("verify", "Stage 4: run teacher code against ALL training tests."),

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from persd.evaluate.journal import Journal, journal_key
 from persd.evaluate.passk import mean_pass_at_k
-from persd.llm.base import Prompt, SamplingParams, Student, chunk_size, generate_each
+from persd.llm.base import Prompt, SamplingParams, Student, chunk_size
 from persd.llm.extract import base_stop_sequences, extract_program
 from persd.prompts import PromptConfig, student_prompt, student_refine_prompt
 from persd.records import Feedback, Task
@@ -102,7 +102,7 @@ def _generate(
             params.model_copy(update={"stop": base_stop_sequences(t.prompt, t.entry_point)})
             for t in tasks
         ]
-    gens = generate_each(student, prompts, each, on_done)
+    gens = student.generate_each(prompts, each, on_done)
     return [[g.text for g in per_task] for per_task in gens]
 
 
@@ -167,8 +167,8 @@ def evaluate_student(
     report = EvalReport(
         model_id=student.model_id,
         benchmark=benchmark,
-        backend=getattr(student, "backend", None),
-        weights=getattr(student, "weights", None),
+        backend=student.backend,
+        weights=student.weights,
         tasks=len(tasks),
         n=n,
         temperature=temperature,

@@ -75,12 +75,20 @@ class TeacherReply(_Record):
 
 @runtime_checkable
 class Student(Protocol):
-    """Local weights that sample programs."""
+    """Local weights that sample programs.
 
-    @property
-    def model_id(self) -> str:
-        """What was sampled: base model name, plus adapter/round when there is one."""
-        ...
+    What a caller may ask beyond ``generate`` is declared here, not probed; a backend that
+    subclasses this protocol inherits the defaults and overrides what it does better:
+    ``parallel`` (sequences it decodes at once), ``stops_when_answered`` (whether it honours
+    ``SamplingParams.stop_when_answered``), ``generate_each`` (prompts under their own
+    settings), and ``backend`` / ``weights`` (what an evaluation report says it scored)."""
+
+    parallel: int = 2
+    stops_when_answered: bool = False
+    backend: str | None = None
+    weights: str | None = None
+
+    model_id: str  # what was sampled: base model name, plus adapter/round when there is one
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         """``params.n`` generations for each prompt, in prompt order."""
@@ -90,19 +98,70 @@ class Student(Protocol):
         """Free the weights (and any server or thread the backend started)."""
         ...
 
+    def generate_each(
+        self,
+        prompts: Sequence[Prompt],
+        params: Sequence[SamplingParams],
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[list[Generation]]:
+        """``params[i].n`` generations of ``prompts[i]`` under its own settings (a task's stop
+        sequences, its entry point for ``stop_when_answered``); ``on_done(i)`` once prompt
+        ``i`` is finished.
+
+        This default makes one ``generate`` call per run of equal settings; a backend that
+        decodes many sequences with their own stop conditions (llama.cpp) takes them all in
+        one call instead. ``stop_when_answered`` only lets a backend stop early, so one that
+        cannot (``stops_when_answered`` false) is asked without it and batches across tasks.
+        """
+        if not self.stops_when_answered:
+            params = [p.model_copy(update={"stop_when_answered": None}) for p in params]
+        out: list[list[Generation]] = []
+        start = 0
+        while start < len(prompts):
+            end = start + 1
+            while end < len(prompts) and params[end] == params[start]:
+                end += 1
+            out += self.generate(prompts[start:end], params[start])
+            if on_done is not None:
+                for i in range(start, end):
+                    on_done(i)
+            start = end
+        return out
+
 
 @runtime_checkable
 class Teacher(Protocol):
-    """A chat model behind an API, cached and budgeted."""
+    """A chat model behind an API, cached and budgeted.
 
-    @property
-    def model_id(self) -> str: ...
+    What a stage may ask of it beyond ``chat`` is declared here, not probed: ``concurrency``
+    (requests it answers at once) and ``lanes`` / ``lane`` (slots a caller can pin requests
+    to, so a follow-up lands where its prefix is held). A teacher that subclasses this
+    protocol gets the defaults: one request at a time, no lanes, no HTTP calls counted."""
+
+    http_requests: int = 0  # HTTP calls made, retries included; cache hits are not calls
+
+    model_id: str
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[TeacherReply]:
         """``params.n`` replies to one conversation."""
         ...
 
     async def aclose(self) -> None: ...
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests it answers at once (more in flight would only queue)."""
+        return 1
+
+    @property
+    def lanes(self) -> int:
+        """Slots that keep their last conversation's prefix; 0 when requests cannot be
+        pinned (an API, a batch server)."""
+        return 0
+
+    def lane(self, index: int) -> Teacher:
+        """This teacher with every call sent to slot ``index`` (``0 <= index < lanes``)."""
+        raise ValueError(f"lane {index}: this teacher has no lanes")
 
 
 def adapter_label(path: str | Path) -> str:
@@ -119,38 +178,4 @@ def adapter_label(path: str | Path) -> str:
 def chunk_size(student: Student) -> int:
     """Tasks per journal entry: the unit of resume. A batching backend gets several times its
     parallel sequences, so that the last, longest replies of a chunk leave few streams idle."""
-    return max(8, 4 * int(getattr(student, "parallel", 2)))
-
-
-def generate_each(
-    student: Student,
-    prompts: Sequence[Prompt],
-    params: Sequence[SamplingParams],
-    on_done: Callable[[int], None] | None = None,
-) -> list[list[Generation]]:
-    """``params[i].n`` generations of ``prompts[i]`` under its own settings (a task's stop
-    sequences, its entry point for ``stop_when_answered``); ``on_done(i)`` once prompt ``i``
-    is finished.
-
-    A backend that decodes many sequences at once with their own stop conditions
-    (``generate_each``, llama.cpp) gets them all in one call. Others get one call per run of
-    equal settings; ``stop_when_answered`` only lets a backend stop early, so one that cannot
-    (``stops_when_answered`` false) is asked without it and batches across tasks.
-    """
-    each = getattr(student, "generate_each", None)
-    if each is not None:
-        return each(prompts, params, on_done)
-    if not getattr(student, "stops_when_answered", False):
-        params = [p.model_copy(update={"stop_when_answered": None}) for p in params]
-    out: list[list[Generation]] = []
-    start = 0
-    while start < len(prompts):
-        end = start + 1
-        while end < len(prompts) and params[end] == params[start]:
-            end += 1
-        out += student.generate(prompts[start:end], params[start])
-        if on_done is not None:
-            for i in range(start, end):
-                on_done(i)
-        start = end
-    return out
+    return max(8, 4 * student.parallel)

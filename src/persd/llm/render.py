@@ -131,9 +131,9 @@ def from_gguf(path: Path | str) -> ChatRenderer:
             f"{path}: llama-cpp-python is needed to tokenise for this GGUF model exactly as "
             "llama.cpp serves it; pip install persd[llama]"
         ) from None
-    from persd.llm.student_llama import _native_stderr_silenced
+    from persd.llm.native import native_stderr_silenced
 
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
     return from_llama(llm, str(path))
 

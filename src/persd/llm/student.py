@@ -198,3 +198,13 @@ def weights_fingerprint(cfg: StudentConfig) -> str:
             st = path.stat()
             parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def trained_student(base: StudentConfig, model: Path) -> StudentConfig:
+    """The student config that samples a trained model: the base weights plus the adapter
+    (LoRA; llama.cpp applies it to the same GGUF) or the trained weights themselves (full
+    fine-tuning, an HF directory llama.cpp cannot read, so transformers samples it)."""
+    if (model / "adapter_config.json").is_file():
+        return base.model_copy(update={"adapter": model})
+    backend = "transformers" if base.backend == "llama_cpp" else base.backend
+    return base.model_copy(update={"model": str(model), "adapter": None, "backend": backend})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persd.errors import PersdError
-from persd.llm.base import Generation, Prompt, SamplingParams, adapter_label
+from persd.llm.base import Generation, Prompt, SamplingParams, Student, adapter_label
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +41,21 @@ def converted_dir(gguf_path: Path) -> Path:
 
 def _is_converted(out_dir: Path) -> bool:
     return (out_dir / "config.json").is_file() and any(out_dir.glob("*.safetensors"))
+
+
+def resolve_base(base_model: str) -> tuple[str, str]:
+    """(name, what ``from_pretrained`` loads) for a model to train or score with transformers:
+    a GGUF is converted once to safetensors."""
+    from persd.llm.registry import resolve_model
+
+    resolved = resolve_model(base_model)
+    if resolved.kind == "hub":
+        return resolved.name, str(resolved.hub_id)
+    assert resolved.path is not None
+    if resolved.kind == "gguf":
+        # transformers dequantises a GGUF on load but will not train or save it quantised.
+        return resolved.name, str(convert_gguf_to_hf(resolved.path))
+    return resolved.name, str(resolved.path)
 
 
 def convert_gguf_to_hf(
@@ -92,7 +107,7 @@ def convert_gguf_to_hf(
     return out
 
 
-class HFStudent:
+class HFStudent(Student):
     """A causal LM on transformers, sampled in left-padded batches."""
 
     def __init__(

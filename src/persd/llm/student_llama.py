@@ -6,35 +6,18 @@ student reaches it only as a GGUF (LoRA) file.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
-from persd.llm.base import Generation, Prompt, SamplingParams, adapter_label
+from persd.llm.base import Generation, Prompt, SamplingParams, Student, adapter_label
 from persd.llm.batch import BatchDecoder, Request
+from persd.llm.native import native_stderr_silenced
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Mute llama.cpp's C-level notices while loading (a LoRA prints one line per tensor even
-    with ``verbose=False``); failures still surface as Python exceptions."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-class LlamaStudent:
+class LlamaStudent(Student):
     """A GGUF model in llama.cpp, sampled ``parallel`` sequences at a time (``batch.py``).
 
     Sample ``k`` of a prompt uses seed ``params.seed + k`` in its own sampler, so the same
@@ -77,7 +60,7 @@ class LlamaStudent:
 
             served = q8_copy(path, default_cache_dir() / "serving")
         try:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 # This object loads the weights (and adapter) and tokenizes; its own context
                 # is a small one nobody decodes in: the batch decoder makes the real one.
                 self.llm = Llama(

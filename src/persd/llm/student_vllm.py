@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from persd.errors import PersdError
-from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams
+from persd.llm.base import FinishReason, Generation, Prompt, SamplingParams, Student
 
 VLLM_MISSING = "vLLM is not installed; pip install persd[vllm] on a CUDA machine"
 
@@ -43,7 +43,7 @@ def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
     }
 
 
-class VLLMStudent:
+class VLLMStudent(Student):
     """A model in ``vllm.LLM``; an adapter is applied per request, the base stays loaded."""
 
     def __init__(

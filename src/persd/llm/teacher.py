@@ -64,7 +64,7 @@ def _reason(e: httpx.TransportError) -> str:
     return "connection dropped mid-reply"
 
 
-class OpenAITeacher:
+class OpenAITeacher(Teacher):
     """``Teacher`` over ``POST {base_url}/chat/completions``. Use ``open_teacher`` to build one.
 
     ``endpoint_id`` names the endpoint in cache keys; it must not change between runs (a
@@ -107,6 +107,7 @@ class OpenAITeacher:
         local = capacity or len(self._urls)
         concurrency = cfg.concurrency or (local if managed else _DEFAULT_API_CONCURRENCY)
         self._sem = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._busy = dict.fromkeys(self._urls, 0)
         self._managed, self._capacity = managed, local
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -133,6 +134,11 @@ class OpenAITeacher:
     @property
     def model_id(self) -> str:
         return self._model
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight at once: the local slots' capacity, else ``teacher.concurrency``."""
+        return self._concurrency
 
     @property
     def lanes(self) -> int:
@@ -334,7 +340,7 @@ class OpenAITeacher:
         await self._http.aclose()
 
 
-class _Lane:
+class _Lane(Teacher):
     """An ``OpenAITeacher`` whose calls all go to one of its slots (``OpenAITeacher.lane``)."""
 
     def __init__(self, teacher: OpenAITeacher, index: int) -> None:
@@ -349,6 +355,12 @@ class _Lane:
 
     async def aclose(self) -> None:  # the teacher is closed by whoever opened it
         return None
+
+    concurrency = 1  # one slot answers one request at a time
+    lanes = 0  # already pinned
+
+    def lane(self, index: int) -> Teacher:
+        raise ValueError("a lane has no lanes of its own")
 
 
 @asynccontextmanager

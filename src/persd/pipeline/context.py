@@ -1,10 +1,10 @@
 """What every stage of a run shares: its config, its run store and stage files, the task pool,
 where models and data go, the progress display and the stage clock.
 
-Stages are functions of a ``RunContext`` (``attempt.attempt(ctx, round_)``,
-``teach.teach(ctx)``, ...), so each stage's logic lives in its own module and ``run.Loop``
-is only their order. Everything here is read from the run directory on demand: a resumed
-run rebuilds the same context from the same files.
+Stages are functions of a ``RunContext`` (``stages.attempt.attempt_tasks(ctx, round_)``,
+``stages.teach.teach(ctx)``, ...), so each stage's logic lives in its own module under
+``pipeline/stages/`` and ``run.Loop`` is only their order. Everything here is read from the
+run directory on demand: a resumed run rebuilds the same context from the same files.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persd.pipeline.pool_stage import Pool, load_pool
+from persd.pipeline.pool import Pool, load_pool, with_synthesized
 from persd.pipeline.progress import LogProgress, Progress
+from persd.pipeline.rundir import RunPaths
 from persd.pipeline.store import RunStore
-from persd.pipeline.synth import needs_tests, with_tests
 from persd.pipeline.timings import StageTimer
 from persd.records import Attempt, Execution, SynthesizedTests, Task, TeacherCall
 
@@ -64,7 +64,7 @@ def snapshot_config(run_dir: Path) -> RunConfig:
 
     from persd.config import load_config
 
-    data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    data = yaml.safe_load(RunPaths(run_dir).config.read_text()) or {}
     for key, value in IMPLIED_BEFORE.items():
         *path, leaf = key.split(".")
         section = data
@@ -99,6 +99,7 @@ class RunContext:
         self.config, self.progress = config, progress or LogProgress()
         self.verbose = verbose  # third-party output of stage processes on the terminal
         self.store = RunStore(run_dir)
+        self.paths = RunPaths(self.store.root)
         self.store.bind(
             config,
             force=force,
@@ -140,21 +141,8 @@ class RunContext:
         """The tasks every stage uses: reference-only tasks carry their synthesised tests;
         those not synthesised yet, or with too few surviving tests, are left out."""
         if self._pool is None:
-            raw = self.raw_pool
-            made = {r.task_id: r for r in self.synth_tests.read()}
-            tasks, removed = [], dict(raw.removed)
-            for task in raw.tasks:
-                if not needs_tests(task):
-                    tasks.append(task)
-                elif task.id not in made:
-                    removed[task.id] = "tests not synthesised yet"
-                elif (ready := with_tests(task, made[task.id], self.config.synth)) is None:
-                    removed[task.id] = "too few synthesised tests survived"
-                else:
-                    tasks.append(ready)
-            self._pool = Pool(
-                tasks=tuple(tasks), notes=raw.notes, removed=removed, validation=raw.validation
-            )
+            made = self.synth_tests.read()
+            self._pool = with_synthesized(self.raw_pool, made, self.config.synth)
         return self._pool
 
     def forget_pool(self) -> None:
@@ -180,12 +168,10 @@ class RunContext:
     # ---- where things go -----------------------------------------------------------------
 
     def data_dir(self, round_: int = 0) -> Path:
-        root = self.store.root / "data"
-        return root if round_ == 0 else root / f"r{round_}"
+        return self.paths.data(round_)
 
     def model_dir(self, variant: str, round_: int = 0) -> Path:
-        root = self.store.root / "models"
-        return root / variant if round_ == 0 else root / f"r{round_}" / variant
+        return self.paths.model(variant, round_)
 
     def stage_log(self, stage: str) -> str | None:
         """Where a stage process's own output goes (None with ``verbose``: the terminal)."""

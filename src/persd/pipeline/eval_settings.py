@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from persd.config import RunConfig
 from persd.errors import PersdError
 from persd.llm.base import adapter_label
-from persd.llm.student import StudentConfig
+from persd.llm.student import StudentConfig, trained_student
 from persd.pipeline.config import EvalStageConfig
-from persd.pipeline.gate import GateResult
-from persd.pipeline.training import finished, trained_student
+from persd.pipeline.rundir import RunPaths, finished, read_gate
 from persd.prompts import PromptConfig
 from persd.sandbox.config import SandboxConfig
 
@@ -53,8 +52,7 @@ class RunError(PersdError):
 def run_model(run_dir: Path, variant: str | None) -> Path | None:
     """The model of a run that ``persd eval --run`` scores: ``variant`` by its evaluation name
     (``self``, ``self@epoch1`` from the gate's rows, ``base``), else the gate's kept model."""
-    gate_file = run_dir / "gate.json"
-    gate = GateResult.model_validate_json(gate_file.read_text()) if gate_file.is_file() else None
+    gate = read_gate(run_dir)
     if variant is None:
         if gate is None:
             raise RunError(f"--run {run_dir}: no gate.json; name the model with --variant")
@@ -64,7 +62,7 @@ def run_model(run_dir: Path, variant: str | None) -> Path | None:
     for row in gate.rows if gate else []:
         if row.candidate.label == variant:
             return _here(run_dir, Path(row.candidate.path))
-    out = run_dir / "models" / variant
+    out = RunPaths(run_dir).model(variant)
     if finished(out):
         return out / "final"
     raise RunError(
@@ -79,7 +77,7 @@ def _here(run_dir: Path, model: Path) -> Path:
     if model.exists():
         return model
     if "models" in model.parts:  # the path below the run's models/, as records name it
-        moved = run_dir / "models" / adapter_label(model)
+        moved = RunPaths(run_dir).models / adapter_label(model)
         if moved.exists():
             return moved
     raise RunError(

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from persd.llm.budget import resolve_price, worst_case_tokens_in
-from persd.pipeline.synth import needs_tests, synth_requests
-from persd.pipeline.teach import solve_requests
+from persd.pipeline.pool import needs_tests
+from persd.pipeline.stages.synth import synth_requests
+from persd.pipeline.stages.teach import solve_requests
 
 if TYPE_CHECKING:
     from persd.pipeline.run import Loop

@@ -1,13 +1,14 @@
 """The distillation loop over a run directory, read top to bottom in ``Loop.run``:
 
+    pool -> synth                 the tasks, and tests for those that come with a reference only
     for each round:   attempt -> execute -> teach (solve, verify, refine) -> verify
                       -> build data -> train
-    then:             validate (the held-out gate) -> evaluate -> summary
+    then:             gate (held-out validation) -> evaluate -> summary
 
-Each stage is a function of the run's context in its own module (``attempt``, ``execute``,
-``teach``, ``build``, ``training``, ``evaluate``, ``summary``) and computes only what its file
-lacks, so a killed run resumes where it stopped and a finished one reruns in seconds without a
-model or a teacher call.
+Each stage is a function of the run's context in its own module under ``pipeline/stages/``
+(their order is declared once, in ``stages.ORDER``) and computes only what its file lacks, so
+a killed run resumes where it stopped and a finished one reruns in seconds without a model or
+a teacher call.
 
 Generation and execution never overlap: the student is freed before the sandbox runs its
 attempts, and teacher servers are stopped before the refinements are verified. On a 2-core
@@ -21,21 +22,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persd.pipeline import attempt, build, evaluate, execute, summary, teach, training
+from persd.llm.student import trained_student
 from persd.pipeline.context import OPERATIONAL, RunContext
-from persd.pipeline.gate import GateResult
-from persd.pipeline.summary import RoundSummary, RunSummary
-from persd.pipeline.synth import synthesize
-from persd.pipeline.training import model_name, trained_student
+from persd.pipeline.rundir import GateResult, model_name
+from persd.pipeline.stages import (
+    attempt,
+    build,
+    evaluate,
+    execute,
+    gate,
+    pool,
+    summary,
+    synth,
+    teach,
+    train,
+    verify,
+)
+from persd.pipeline.stages.summary import RoundSummary, RunSummary
 from persd.records import Attempt, Example, Execution, Task
 
 if TYPE_CHECKING:
+    from persd.evaluate.multistep import EvalReport
     from persd.evaluate.paired import Paired
     from persd.llm.student import StudentConfig
 
-__all__ = ["OPERATIONAL", "STAGES", "Loop", "model_name", "trained_student"]
-
-STAGES = ("attempt", "execute", "solve", "refine", "verify", "build", "train", "evaluate")
+__all__ = ["OPERATIONAL", "Loop", "model_name", "trained_student"]
 
 
 class Loop(RunContext):
@@ -49,6 +60,8 @@ class Loop(RunContext):
                 f"rounds: {self.config.rounds.count} configured, but without training only "
                 "round 0 can run"
             )
+        self.load_pool()  # the tasks, the gate's held out, what was left out and why
+        self.synthesize()  # tests for the tasks that came with a reference only
         datasets: dict[str, list[Example]] = {}
         trained: dict[str, Path] = {}
         for r in range(rounds):
@@ -65,18 +78,7 @@ class Loop(RunContext):
                 trained |= self.train(r)
         gate = self.validate(trained) if train and self.gated else None
         evals = self.evaluate(trained, gate) if evaluate else {}
-        result = self.summary(datasets).model_copy(
-            update={
-                "result": summary.decision(gate, len(trained), len(self.pool.validation)),
-                "evaluation": evaluate_pass1(evals),
-                "validation_tasks": len(self.pool.validation),
-                "gate": gate,
-                "kept": gate.kept if gate else None,
-                "versus_base": self.versus_base(list(evals)),
-                "eval_backend": evaluate_backend(evals),
-            }
-        )
-        (self.store.root / "summary.json").write_text(result.model_dump_json(indent=2))
+        result = self.finish(datasets, gate, evals, len(trained))  # -> summary.json
         self.timer.finish()
         return result
 
@@ -96,8 +98,11 @@ class Loop(RunContext):
 
     # ---- the stages, one line each -----------------------------------------------------------
 
+    def load_pool(self) -> None:
+        pool.load(self)
+
     def synthesize(self) -> None:
-        synthesize(self)
+        synth.synthesize(self)
 
     def attempt(self, round_: int = 0) -> None:
         attempt.attempt_tasks(self, round_)
@@ -109,26 +114,36 @@ class Loop(RunContext):
         teach.teach(self)
 
     def verify(self) -> None:
-        execute.verify(self)
+        verify.verify(self)
 
     def build(self, round_: int = 0) -> dict[str, list[Example]]:
         return build.build_round(self, round_)
 
     def train(self, round_: int = 0) -> dict[str, Path]:
-        return training.train_round(self, round_)
+        return train.train_round(self, round_)
 
     def validate(self, trained: dict[str, Path]) -> GateResult | None:
-        return evaluate.validate(self, trained)
+        return gate.validate(self, trained)
 
     def evaluate(
         self, trained: dict[str, Path] | None = None, gate: GateResult | None = None
-    ) -> dict[str, dict]:
+    ) -> dict[str, dict[str, EvalReport]]:
         return evaluate.evaluate_models(self, trained, gate)
 
-    def summary(self, datasets: dict[str, list[Example]] | None = None) -> RunSummary:
-        return summary.run_summary(self, datasets)
+    def finish(
+        self,
+        datasets: dict[str, list[Example]],
+        gate: GateResult | None,
+        evals: dict[str, dict[str, EvalReport]],
+        trained: int,
+    ) -> RunSummary:
+        return summary.finish(self, datasets, gate, evals, trained)
 
     # ---- what stages and the CLI ask of the run ------------------------------------------------
+
+    def summary(self, datasets: dict[str, list[Example]] | None = None) -> RunSummary:
+        """The run's numbers so far, from its files (``persd <stage>`` prints them)."""
+        return summary.run_summary(self, datasets)
 
     def round_tasks(self, round_: int) -> list[Task]:
         return attempt.round_tasks(self, round_)
@@ -140,17 +155,13 @@ class Loop(RunContext):
         return execute.failed_attempts(self)
 
     def trained_model(self, variant: str, round_: int) -> Path | None:
-        return training.trained_model(self, variant, round_)
+        return train.trained_model(self, variant, round_)
 
     def trained_models(self) -> dict[str, Path]:
-        return training.trained_models(self)
+        return train.trained_models(self)
 
     def versus_base(self, names: Sequence[str]) -> dict[str, dict[str, Paired]]:
         return evaluate.versus_base(self, names)
 
     def round_summaries(self) -> list[RoundSummary]:
         return summary.round_summaries(self)
-
-
-evaluate_pass1 = evaluate.pass1
-evaluate_backend = evaluate.backend  # ``run``'s flag is named evaluate

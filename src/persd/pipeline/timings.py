@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from persd.pipeline.rundir import SUMMARY_FILE
 from persd.pipeline.store import StageFile
 
 TIMINGS_FILE = "timings.jsonl"
@@ -46,7 +47,7 @@ class StageTimer:
         self._here: list[StageTime] = []
         self._started = time.perf_counter()
         if root is not None and self._file is not None and not self._file.path.exists():
-            self._take_over(root / "summary.json")
+            self._take_over(root / SUMMARY_FILE)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from persd.pipeline.rundir import RunPaths
 from persd.report.collect import collect
 from persd.report.data import ReportData, ReportError
 
@@ -28,7 +29,7 @@ def write_report(run_dir: Path, out: Path | None = None, *, cases: int = 3) -> P
     run_dir = Path(run_dir)
     data = collect(run_dir, cases=cases)
     page = render_html(data, draw_charts(data))
-    out = Path(out) if out is not None else run_dir / "report.html"
+    out = Path(out) if out is not None else RunPaths(run_dir).report
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from itertools import zip_longest
 
-from persd.pipeline.summary import failure_kind
+from persd.pipeline.stages.summary import failure_kind
 from persd.prompts import render_feedback
 from persd.records import Attempt, Execution, TeacherCall
 from persd.report.data import Case, DiffRow

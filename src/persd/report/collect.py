@@ -4,7 +4,6 @@ errors: a report of a run stopped after its first stage is still a report."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,10 +13,9 @@ import yaml
 from pydantic import ValidationError
 
 from persd.evaluate.multistep import EvalReport
-from persd.evaluate.paired import Paired
-from persd.pipeline.gate import GateResult
+from persd.pipeline.rundir import RunPaths, RunSummary, read_summary
+from persd.pipeline.stages.summary import failure_kind, summarise
 from persd.pipeline.store import STAGE_FILES, RunStore, StageFile
-from persd.pipeline.summary import RoundSummary, failure_kind, summarise
 from persd.records import Example, Execution, TeacherCall
 from persd.report.cases import pick_cases
 from persd.report.data import (
@@ -31,11 +29,22 @@ from persd.report.data import (
 from persd.report.training import training_runs
 
 FEEDBACK_CHARS = 1200  # prompt.feedback_max_chars's default, for configs that predate it
+# The summary fields a report takes from summary.json rather than recounting the stage files.
+RUN_ONLY = {
+    "teacher_local",
+    "wall_seconds",
+    "kept",
+    "rounds",
+    "validation_tasks",
+    "gate",
+    "eval_backend",
+    "versus_base",
+}
 
 
 def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
     """Everything the report shows, read from ``run_dir``."""
-    config_path = run_dir / "config.yaml"
+    config_path = RunPaths(run_dir).config
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such directory")
     if not config_path.is_file():
@@ -45,9 +54,7 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         )
     config_text = config_path.read_text(encoding="utf-8")
     config = _mapping(config_text)
-    saved = _saved_summary(run_dir / "summary.json")
-    seconds: dict[str, float] = saved.get("stage_seconds") or {}
-
+    saved = read_summary(run_dir) or RunSummary(tasks=0)  # the stage files say the rest
     store = RunStore(run_dir)
     # A report may read a run that is still going: never cut the line a stage is writing.
     rec = store.records(repair=False)
@@ -56,7 +63,7 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
     rows = {name: getattr(rec, name) for name, _, _ in STAGE_FILES}
     datasets = {
         p.stem: _snapshot(store.dataset(p.stem, Example))
-        for p in sorted((run_dir / "data").glob("*.jsonl"))
+        for p in sorted(RunPaths(run_dir).data().glob("*.jsonl"))
     }
     stages = [
         StageCount(stage=name, file=f"{name}.jsonl", rows=len(rows[name]))
@@ -67,8 +74,8 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         for name, examples in datasets.items()
     ]
     summary = summarise(
-        tasks=saved.get("tasks") or len({a.task_id for a in attempts}),
-        tasks_removed=saved.get("tasks_removed") or 0,
+        tasks=saved.tasks or len({a.task_id for a in attempts}),
+        tasks_removed=saved.tasks_removed,
         attempts=attempts,
         executions=executions,
         solutions=solutions,
@@ -76,27 +83,10 @@ def collect(run_dir: Path, *, cases: int = 3) -> ReportData:
         verifications=verifications,
         datasets=datasets,
         teacher_calls_new=0,  # a report makes none
-        stage_seconds=seconds,
+        stage_seconds=saved.stage_seconds,
     )
-    rounds = [RoundSummary.model_validate(r) for r in saved.get("rounds") or []]
-    gate = GateResult.model_validate(saved["gate"]) if saved.get("gate") else None
-    summary = summary.model_copy(
-        update={
-            # a summary.json older than the field: the gate's verdict was its decision
-            "result": saved.get("result") or (gate.verdict if gate else ""),
-            "teacher_local": bool(saved.get("teacher_local")),
-            "wall_seconds": saved.get("wall_seconds"),
-            "kept": saved.get("kept"),
-            "rounds": rounds,
-            "validation_tasks": saved.get("validation_tasks") or 0,
-            "gate": gate,
-            "eval_backend": saved.get("eval_backend"),
-            "versus_base": {
-                model: {bench: Paired.model_validate(p) for bench, p in by_bench.items()}
-                for model, by_bench in (saved.get("versus_base") or {}).items()
-            },
-        }
-    )
+    # What only the run knew when it finished: its decision, its gate, its evaluations.
+    summary = summary.model_copy(update={k: getattr(saved, k) for k in RUN_ONLY} | _result(saved))
     notes: list[str] = []
     evals = _evals(run_dir, notes)
     teach = config.get("teach") or {}
@@ -177,12 +167,9 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _saved_summary(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _result(saved: RunSummary) -> dict[str, Any]:
+    """A summary.json older than ``result``: the gate's verdict was its decision."""
+    return {"result": saved.result or (saved.gate.verdict if saved.gate else "")}
 
 
 def _use(kind: str, calls: Sequence[TeacherCall]) -> TeacherUse:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from persd.errors import PersdError
 from persd.evaluate.multistep import EvalReport
-from persd.pipeline.summary import RunSummary
+from persd.pipeline.rundir import RunSummary
 
 
 class ReportError(PersdError):

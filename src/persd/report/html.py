@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from persd.pipeline.summary import RunSummary
+from persd.pipeline.rundir import RunSummary
 from persd.report.charts import Chart, pass_at
 from persd.report.data import EvalRun, ReportData, ReportError
 

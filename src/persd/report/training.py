@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from persd.pipeline.rundir import RunPaths
 from persd.report.data import LossCurve, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ LOSS_TAG = "train/loss"  # what transformers' TensorBoardCallback names the trai
 
 def training_runs(run_dir: Path, configured: list[str]) -> list[TrainingRun]:
     """One entry per variant that was trained, or was configured to be."""
-    models = run_dir / "models"
+    models = RunPaths(run_dir).models
     dirs = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
     runs = {d.name: _one(d.name, d, _summary(d / "train_summary.json")) for d in dirs}
     # A summary straight under models/ (a flattened copy of one variant's directory) names

@@ -101,21 +101,6 @@ def prepare_out_dir(out_dir: Path, *, resume: bool) -> Path | None:
     return out_dir / f"checkpoint-{max(steps)}"
 
 
-def resolve_base(base_model: str) -> tuple[str, str]:
-    """(name, what ``from_pretrained`` loads): a GGUF is converted once to safetensors."""
-    from persd.llm.registry import resolve_model
-    from persd.llm.student_hf import convert_gguf_to_hf
-
-    resolved = resolve_model(base_model)
-    if resolved.kind == "hub":
-        return resolved.name, str(resolved.hub_id)
-    assert resolved.path is not None
-    if resolved.kind == "gguf":
-        # transformers dequantises a GGUF on load but will not train or save it quantised.
-        return resolved.name, str(convert_gguf_to_hf(resolved.path))
-    return resolved.name, str(resolved.path)
-
-
 def _load(model_ref: str, config: TrainConfig, load_dtype: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -295,6 +280,8 @@ def train(
 
     import torch
     from accelerate import PartialState
+
+    from persd.llm.student_hf import resolve_base
 
     # Under `accelerate launch` or torchrun this joins the process group: NCCL on GPUs, gloo
     # on a machine without one (accelerate would otherwise run each CPU process alone).

@@ -205,7 +205,7 @@ def _load_teacher(teacher: str, threads: int | None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from persd.train.sft import resolve_base
+    from persd.llm.student_hf import resolve_base
 
     if threads:
         torch.set_num_threads(threads)

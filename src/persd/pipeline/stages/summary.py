@@ -7,101 +7,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
-
-from persd.evaluate.paired import Paired
-from persd.pipeline.gate import GateResult
+from persd.pipeline.rundir import GateResult, RoundSummary, RunSummary, write_summary
 from persd.records import Attempt, Example, Execution, Task, TeacherCall
 
 if TYPE_CHECKING:
+    from persd.evaluate.multistep import EvalReport
     from persd.pipeline.context import RunContext
-
-
-class RoundSummary(BaseModel):
-    """One round of a multi-round run: how the student that attempted it did, and what the
-    round added to the carried-over variant's training."""
-
-    round: int
-    tasks: int  # tasks attempted in this round
-    attempts: int
-    attempts_passed: int  # on seen tests
-    refinements: int
-    refinements_verified: int
-    examples: int  # rows of the round variant built from this round
-    trained: bool
-    training: str  # "continue" or "retrain" (rounds > 0)
-    tasks_mode: str  # "failed" or "fresh"
-
-    @property
-    def pass_rate(self) -> float:
-        return self.attempts_passed / self.attempts if self.attempts else 0.0
-
-
-class RunSummary(BaseModel):
-    # The run's decision in words, first in summary.json: which model is the result, on what
-    # evidence, and what the gate's rule required (see ``decision``).
-    result: str = ""
-    tasks: int
-    tasks_removed: int = 0
-    attempts: int = 0
-    attempts_passed: int = 0
-    failures: dict[str, int] = Field(default_factory=dict)  # status or exception type -> count
-    solutions: int = 0
-    solutions_verified: int = 0
-    refinements: int = 0
-    refinements_verified: int = 0
-    examples: dict[str, int] = Field(default_factory=dict)
-    # What the data rules did to the teacher's programs before any became a row (verified
-    # programs only become rows): rule -> programs
-    data_rules: dict[str, int] = Field(default_factory=dict)
-    teacher_calls_new: int = 0  # HTTP calls made by THIS invocation (0 on a complete rerun)
-    teacher_tokens_in: int = 0
-    teacher_tokens_out: int = 0
-    teacher_cost_usd: float = 0.0
-    teacher_local: bool = False  # a teacher persd serves on this machine: no price, no cost
-    # stage -> wall seconds, summed over every invocation of the run directory (timings.jsonl)
-    stage_seconds: dict[str, float] = Field(default_factory=dict)
-    wall_seconds: float | None = None  # every invocation of ``persd run``, end to end
-    evaluation: dict[str, dict[str, float]] = Field(default_factory=dict)  # pass@1, step 0
-    validation_tasks: int = 0  # held out of the pool for the gate
-    gate: GateResult | None = None  # every trained checkpoint against the base on validation
-    kept: str | None = None  # the model the run keeps: "base" or a trained model's label
-    # model -> benchmark -> paired comparison with the base on the benchmark's tasks
-    versus_base: dict[str, dict[str, Paired]] = Field(default_factory=dict)
-    eval_backend: str | None = None  # what scored the benchmarks: whose noise floor applies
-    rounds: list[RoundSummary] = Field(default_factory=list)  # multi-round runs only
-
-    @property
-    def attempt_pass_rate(self) -> float:
-        return self.attempts_passed / self.attempts if self.attempts else 0.0
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.refinements_verified / self.refinements if self.refinements else 0.0
-
-    def standing(self, model: str) -> str:
-        """How the gate judged an evaluated model: "the result", "rejected by the gate", or
-        "" when the run had no gate (or for the base when a trained model was kept)."""
-        if self.gate is None:
-            return ""
-        if model == self.kept:
-            return "the result"
-        return "" if model == "base" else "rejected by the gate"
-
-    def floor_note(self) -> str | None:
-        """The serving path's noise floor, scaled to this run's paired comparisons (the
-        gate's and the benchmarks'); None where nothing was compared or never measured."""
-        from persd.evaluate.floor import floor_for
-
-        floor = floor_for(self.eval_backend)
-        tasks = [p.tasks for by in self.versus_base.values() for p in by.values()]
-        tasks += [self.gate.validation_tasks] if self.gate else []
-        return floor.note(tasks) if floor and tasks else None
-
-    @property
-    def cost_per_accepted(self) -> float | None:
-        accepted = self.refinements_verified
-        return self.teacher_cost_usd / accepted if accepted else None
 
 
 def failure_kind(execution: Execution) -> str:
@@ -222,7 +133,7 @@ def run_summary(ctx: RunContext, datasets: dict[str, list[Example]] | None = Non
     if datasets is None:
         datasets = {
             p.stem: ctx.store.dataset(p.stem, Example).read()
-            for p in sorted((ctx.store.root / "data").glob("*.jsonl"))
+            for p in sorted(ctx.paths.data().glob("*.jsonl"))
         }
     tasks = ctx.tasks
     rec = ctx.store.records()
@@ -247,6 +158,37 @@ def run_summary(ctx: RunContext, datasets: dict[str, list[Example]] | None = Non
     )
 
 
+def finish(
+    ctx: RunContext,
+    datasets: dict[str, list[Example]],
+    gate: GateResult | None,
+    evals: dict[str, dict[str, EvalReport]],
+    trained: int,
+) -> RunSummary:
+    """The summary stage: the run's numbers, its decision, the gate's rows and each
+    evaluated model against the base, written to the run directory."""
+    from persd.pipeline.stages.evaluate import versus_base
+
+    validation = len(ctx.pool.validation)
+    result = run_summary(ctx, datasets).model_copy(
+        update={
+            "result": decision(gate, trained, validation),
+            "evaluation": {
+                model: {bench: r.steps[0].pass_at[1] for bench, r in by.items()}
+                for model, by in evals.items()
+            },  # pass@1 at step 0: the table's headline numbers
+            "validation_tasks": validation,
+            "gate": gate,
+            "kept": gate.kept if gate else None,
+            "versus_base": versus_base(ctx, list(evals)),
+            # one backend scores every model, by construction
+            "eval_backend": next((r.backend for by in evals.values() for r in by.values()), None),
+        }
+    )
+    write_summary(ctx.store.root, result)
+    return result
+
+
 def decision(gate: GateResult | None, trained: int, validation_tasks: int) -> str:
     """The run's result in one sentence, for the summary's first line, the CLI and the
     report's first card."""
@@ -264,8 +206,8 @@ def decision(gate: GateResult | None, trained: int, validation_tasks: int) -> st
 
 def round_summaries(ctx: RunContext) -> list[RoundSummary]:
     """One row per round that has attempts (none when the run has a single round)."""
+    from persd.pipeline.rundir import finished
     from persd.pipeline.store import StageFile
-    from persd.pipeline.training import finished
 
     rounds = ctx.config.rounds
     if rounds.count == 1:

@@ -11,43 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING
 
 from persd.evaluate.paired import Paired, paired
 from persd.jsonl import json_objects
 from persd.pipeline.config import GateConfig
+from persd.pipeline.model_eval import evaluate_one
+from persd.pipeline.rundir import Candidate, GateResult, GateRow, write_gate
 
-
-class Candidate(BaseModel):
-    """One trained model the gate can keep: a variant at one checkpoint."""
-
-    variant: str  # evaluation name: persd_combined, persd_combined@r1
-    checkpoint: str  # "epoch 1", ..., or "final"
-    path: str  # the adapter / model directory
-
-    @property
-    def label(self) -> str:
-        """Directory-safe name: ``persd_combined`` (final) or ``persd_combined@epoch1``."""
-        if self.checkpoint == "final":
-            return self.variant
-        return f"{self.variant}@{self.checkpoint.replace(' ', '')}"
-
-
-class GateRow(BaseModel):
-    candidate: Candidate
-    vs_base: Paired
-    decision: str  # kept | best of its variant, below the rule | not its variant's best
-
-
-class GateResult(BaseModel):
-    validation_tasks: int
-    base_passed: int
-    rule: str
-    rows: list[GateRow]
-    kept: str  # "base" or the kept candidate's label
-    kept_path: str | None = None
-    verdict: str  # the result in words, for the summary, the CLI and the report
+if TYPE_CHECKING:
+    from persd.pipeline.context import RunContext
 
 
 def candidates(variant: str, final: Path, *, epochs: bool) -> list[Candidate]:
@@ -135,3 +108,27 @@ def per_task(eval_dir: Path) -> dict[str, bool]:
         if row.get("index", 0) == 0:
             out[row["task_id"]] = bool(row["passed"])
     return out
+
+
+# ---- the gate stage of a run -----------------------------------------------------------------
+
+
+def validate(ctx: RunContext, trained: dict[str, Path]) -> GateResult | None:
+    """The held-out gate (gate.py): base and every trained checkpoint on the validation
+    tasks; the decision is written to ``gate.json``."""
+    tasks = ctx.pool.validation
+    if not tasks or not trained:
+        return None
+    base_dir = ctx.paths.validation("base")
+    evaluate_one(ctx, "base", None, "validation", base_dir, tasks)
+    base = per_task(base_dir)
+    scored = []
+    for name, final in trained.items():
+        for cand in candidates(name, final, epochs=ctx.config.gate.epochs):
+            out = ctx.paths.validation(cand.label)
+            evaluate_one(ctx, cand.label, Path(cand.path), "validation", out, tasks)
+            scored.append((cand, per_task(out)))
+    result = decide(base, scored, ctx.config.gate)
+    write_gate(ctx.store.root, result)
+    ctx.progress.note(f"gate: {result.verdict}")
+    return result

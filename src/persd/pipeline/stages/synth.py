@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from persd.pipeline.config import SynthConfig
+from persd.pipeline.pool import needs_tests
 from persd.pipeline.store import StageFile
-from persd.pipeline.teach import LazyTeacher, TeacherRequest, ask, with_teacher
+from persd.pipeline.teacher_calls import LazyTeacher, TeacherRequest, ask, with_teacher
 from persd.prompts import render_chat
 from persd.pysource import parse_module
 from persd.records import Outcome, SynthesizedTests, Task, TeacherCall, Test
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 _FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.S)
 # The placeholder a probe compares against; the verdict is ignored, only ``actual`` is read.
 _PROBE_EXPECTED = "None"
-
-
-def needs_tests(task: Task) -> bool:
-    return not task.tests_hidden and not task.tests_seen and bool(task.reference)
 
 
 def synth_requests(tasks: Sequence[Task], cfg: SynthConfig) -> list[TeacherRequest]:
@@ -197,15 +194,6 @@ def probe_all(
         if on_done:
             on_done(1)
     return len(todo)
-
-
-def with_tests(task: Task, record: SynthesizedTests, cfg: SynthConfig) -> Task | None:
-    """The task with its synthesised tests, or None when too few survived."""
-    if len(record.tests) < cfg.min_tests:
-        return None
-    return task.model_copy(
-        update={"tests_seen": record.tests[: cfg.seen], "tests_hidden": record.tests}
-    )
 
 
 # ---- the synthesize stage of a run -----------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Evaluate one student: the one entry point of ``persd eval`` and of ``persd run``; and the
-run's two uses of it, the held-out gate (``validate``) and the evaluate stage.
+"""Evaluate one student: the one entry point of ``persd eval`` and of ``persd run`` (the
+gate and the evaluate stage both call ``evaluate_one``).
 
 ``evaluate_model`` samples and scores a student on a benchmark (or on given tasks, e.g. a
 run's validation tasks) with the run's ``evaluate:`` settings; ``evaluate_isolated`` is the
@@ -14,11 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persd.evaluate.paired import Paired, paired
 from persd.pipeline.eval_settings import eval_settings
-from persd.pipeline.gate import GateResult, candidates, decide, per_task
 from persd.pipeline.isolate import run_isolated
-from persd.pipeline.training import trained_models
 
 if TYPE_CHECKING:
     from persd.evaluate.multistep import EvalReport
@@ -130,9 +127,6 @@ def evaluate_isolated(
     return report.model_dump(mode="json")
 
 
-# ---- the validation gate and the evaluation stage of a run -----------------------------------
-
-
 def evaluate_one(
     ctx: RunContext,
     name: str,
@@ -140,15 +134,17 @@ def evaluate_one(
     bench: str,
     out: Path,
     tasks: Sequence[Task] | None,
-) -> dict:
+) -> EvalReport:
     """One model on one benchmark (or on ``tasks``), in its own process; reused when done."""
+    from persd.evaluate.multistep import EvalReport
+
     if (out / "report.json").exists():
-        return json.loads((out / "report.json").read_text())
+        return EvalReport.model_validate_json((out / "report.json").read_text())
     settings = eval_settings(ctx.config, model, gate=tasks is not None)
     total = len(tasks) if tasks is not None else len(benchmark_tasks(bench, settings.evaluate))
     label = "validate" if tasks is not None else "eval"
     with ctx.timer.stage(f"{label} {name}"):
-        return run_isolated(
+        report = run_isolated(
             f"{label} {name} on {bench}",
             evaluate_isolated,
             settings.student.model_dump_json(),
@@ -162,84 +158,4 @@ def evaluate_one(
             on_note=ctx.progress.note,
             log_path=ctx.stage_log(f"{label}-{name}-{bench}"),
         )
-
-
-def validate(ctx: RunContext, trained: dict[str, Path]) -> GateResult | None:
-    """The held-out gate (gate.py): base and every trained checkpoint on the validation
-    tasks; the decision is written to ``gate.json``."""
-    tasks = ctx.pool.validation
-    if not tasks or not trained:
-        return None
-    root = ctx.store.root / "validation"
-    evaluate_one(ctx, "base", None, "validation", root / "base", tasks)
-    base = per_task(root / "base")
-    scored = []
-    for name, final in trained.items():
-        for cand in candidates(name, final, epochs=ctx.config.gate.epochs):
-            out = root / cand.label
-            evaluate_one(ctx, cand.label, Path(cand.path), "validation", out, tasks)
-            scored.append((cand, per_task(out)))
-    result = decide(base, scored, ctx.config.gate)
-    (ctx.store.root / "gate.json").write_text(result.model_dump_json(indent=2))
-    ctx.progress.note(f"gate: {result.verdict}")
-    return result
-
-
-def evaluate_models(
-    ctx: RunContext, trained: dict[str, Path] | None = None, gate: GateResult | None = None
-) -> dict[str, dict]:
-    """The evaluate stage: the base student and each trained model with the same settings.
-    With a gate, each variant is scored at the checkpoint the gate found best for it."""
-    if trained is None:
-        trained = trained_models(ctx)
-    if gate is None and (ctx.store.root / "gate.json").exists():
-        gate = GateResult.model_validate_json((ctx.store.root / "gate.json").read_text())
-    if gate is not None:
-        trained = _at_best_checkpoint(trained, gate)
-    results: dict[str, dict] = {}
-    for name, model in [("base", None), *trained.items()]:
-        for bench in ctx.config.evaluate.benchmarks:
-            out = ctx.store.root / "eval" / name / bench
-            results.setdefault(name, {})[bench] = evaluate_one(ctx, name, model, bench, out, None)
-    return results
-
-
-def _at_best_checkpoint(trained: dict[str, Path], gate: GateResult) -> dict[str, Path]:
-    """Each variant at its best checkpoint, named for it (persd_combined@epoch1)."""
-    best = {
-        row.candidate.variant: row.candidate
-        for row in gate.rows
-        if row.decision != "not its variant's best"
-    }
-    return {
-        (best[n].label if n in best else n): (Path(best[n].path) if n in best else p)
-        for n, p in trained.items()
-    }
-
-
-def versus_base(ctx: RunContext, names: Sequence[str]) -> dict[str, dict[str, Paired]]:
-    """Each evaluated model against the base, per benchmark, paired per task."""
-    out: dict[str, dict[str, Paired]] = {}
-    for bench in ctx.config.evaluate.benchmarks:
-        base_dir = ctx.store.root / "eval" / "base" / bench
-        if not (base_dir / "samples_base.jsonl").exists():
-            continue
-        base = per_task(base_dir)
-        for name in names:
-            model_dir = ctx.store.root / "eval" / name / bench
-            if name != "base" and (model_dir / "samples_base.jsonl").exists():
-                out.setdefault(name, {})[bench] = paired(base, per_task(model_dir))
-    return out
-
-
-def backend(evals: dict[str, dict]) -> str | None:
-    """The backend the evaluation reports say scored them (one for all, by construction)."""
-    return next((r.get("backend") for by in evals.values() for r in by.values()), None)
-
-
-def pass1(evals: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """model -> benchmark -> pass@1 at step 0 (the table's headline numbers)."""
-    return {
-        model: {bench: r["steps"][0]["pass_at"]["1"] for bench, r in by_bench.items()}
-        for model, by_bench in evals.items()
-    }
+    return EvalReport.model_validate(report)  # crossed the process boundary as JSON data

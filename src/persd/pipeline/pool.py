@@ -1,4 +1,7 @@
-"""The training task pool: load, refuse evaluation data, decontaminate, subsample."""
+"""The training task pool: load, refuse evaluation data, decontaminate, hold out the gate's
+tasks, subsample; then give reference-only tasks the tests the synth stage made for them.
+
+Below the stages: the run context reads its pool here, and the pool and synth stages fill it."""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persd.errors import PersdError
-from persd.pipeline.config import PoolConfig
-from persd.pipeline.synth import needs_tests
-from persd.records import Task
+from persd.pipeline.config import PoolConfig, SynthConfig
+from persd.records import SynthesizedTests, Task
 from persd.tasks import BENCHMARKS, load_benchmark, load_task_pool
 from persd.tasks.decontaminate import decontaminate
 from persd.tasks.mbpp import MbppShape
@@ -25,6 +27,37 @@ class Pool:
     notes: list[str] = field(default_factory=list)  # what was removed, and why
     removed: dict[str, str] = field(default_factory=dict)  # task id -> reason
     validation: tuple[Task, ...] = ()  # held out: scores trained models, never trains them
+
+
+def needs_tests(task: Task) -> bool:
+    """A task with a reference and no tests: the synth stage writes its tests."""
+    return not task.tests_hidden and not task.tests_seen and bool(task.reference)
+
+
+def with_tests(task: Task, record: SynthesizedTests, cfg: SynthConfig) -> Task | None:
+    """The task with its synthesised tests, or None when too few survived."""
+    if len(record.tests) < cfg.min_tests:
+        return None
+    return task.model_copy(
+        update={"tests_seen": record.tests[: cfg.seen], "tests_hidden": record.tests}
+    )
+
+
+def with_synthesized(raw: Pool, made: list[SynthesizedTests], cfg: SynthConfig) -> Pool:
+    """The tasks every stage uses: reference-only tasks carry their synthesised tests;
+    those not synthesised yet, or with too few surviving tests, are left out."""
+    by_task = {r.task_id: r for r in made}
+    tasks, removed = [], dict(raw.removed)
+    for task in raw.tasks:
+        if not needs_tests(task):
+            tasks.append(task)
+        elif task.id not in by_task:
+            removed[task.id] = "tests not synthesised yet"
+        elif (ready := with_tests(task, by_task[task.id], cfg)) is None:
+            removed[task.id] = "too few synthesised tests survived"
+        else:
+            tasks.append(ready)
+    return Pool(tasks=tuple(tasks), notes=raw.notes, removed=removed, validation=raw.validation)
 
 
 def load_pool(

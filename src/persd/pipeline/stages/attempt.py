@@ -11,13 +11,12 @@ from persd.llm.base import (
     SamplingParams,
     Student,
     chunk_size,
-    generate_each,
 )
 from persd.llm.extract import base_stop_sequences, extract_program
+from persd.llm.student import trained_student
 from persd.pipeline.config import AttemptConfig
+from persd.pipeline.stages.train import trained_model
 from persd.pipeline.store import RunDirError, StageFile
-from persd.pipeline.synth import synthesize
-from persd.pipeline.training import trained_model, trained_student
 from persd.prompts import prompt_text, student_prompt
 from persd.records import Attempt, Task
 
@@ -67,8 +66,8 @@ def run_attempts(
         # A chat model's reply is kept whole; a base model's continuation stops where its
         # task's prompt says the function ends.
         each = [params if chat else _with_stops(params, t) for t in batch]
-        generations = generate_each(
-            student, prompts, each, (lambda _i: on_done(1)) if on_done else None
+        generations = student.generate_each(
+            prompts, each, (lambda _i: on_done(1)) if on_done else None
         )
         rows = [
             _attempt(
@@ -145,7 +144,6 @@ def student_config(ctx: RunContext, round_: int) -> StudentConfig:
 def attempt_tasks(ctx: RunContext, round_: int = 0) -> None:
     """The attempt stage: the round's student on every task of the round it has not tried;
     the student is closed before the sandbox and the teacher run."""
-    synthesize(ctx)
     tasks = round_tasks(ctx, round_)
     todo = missing_tasks(tasks, ctx.attempts, ctx.config.attempt, round_)
     if not todo:

@@ -340,7 +340,7 @@ def build_datasets(
 
 def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
     """The build stage: every variant's rows for the round, written to ``data/``."""
-    from persd.pipeline.attempt import round_tasks
+    from persd.pipeline.stages.attempt import round_tasks
     from persd.pipeline.store import StageFile
     from persd.prompts import student_prompt
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persd.pipeline.isolate import run_isolated
+from persd.pipeline.rundir import finished, model_name
 from persd.pipeline.store import RunDirError
 from persd.train.config import TrainConfig
 
 if TYPE_CHECKING:
-    from persd.llm.student import StudentConfig
     from persd.pipeline.context import RunContext
 
 
@@ -60,29 +60,8 @@ class _StageProgress:
 # ---- the train stage of a run ----------------------------------------------------------------
 
 
-def model_name(variant: str, round_: int) -> str:
-    """How a trained model is named in eval/ and in summaries: ``persd_combined@r1``."""
-    return variant if round_ == 0 else f"{variant}@r{round_}"
-
-
-def finished(out: Path) -> bool:
-    """A training run that completed AND whose model is here: a run directory copied from
-    another machine keeps ``train_summary.json`` but never the weights, so it trains again."""
-    return (out / "train_summary.json").exists() and (out / "final").is_dir()
-
-
 def has_rows(path: Path) -> bool:
     return path.exists() and bool(path.read_text().strip())
-
-
-def trained_student(base: StudentConfig, model: Path) -> StudentConfig:
-    """The student config that samples a trained model: the base weights plus the adapter
-    (LoRA; llama.cpp applies it to the same GGUF) or the trained weights themselves (full
-    fine-tuning, an HF directory llama.cpp cannot read, so transformers samples it)."""
-    if (model / "adapter_config.json").is_file():
-        return base.model_copy(update={"adapter": model})
-    backend = "transformers" if base.backend == "llama_cpp" else base.backend
-    return base.model_copy(update={"model": str(model), "adapter": None, "backend": backend})
 
 
 def trained_model(ctx: RunContext, variant: str, round_: int) -> Path | None:
@@ -176,7 +155,7 @@ def _onpolicy_settings(ctx: RunContext) -> dict[str, object]:
         assert ctx.config.teacher.server is not None  # RunConfig refuses an API-only scorer
         settings["teacher"] = ctx.config.teacher.server.model
     if settings["cache"] is None:
-        settings["cache"] = str(ctx.store.root / "teacher_scores.jsonl")
+        settings["cache"] = str(ctx.paths.teacher_scores)
     return settings
 
 
