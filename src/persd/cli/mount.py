@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from persd.cli import eval as eval_cli
-from persd.cli import models, report, run, score, train
+from persd.cli import models, pool, report, run, score, train
 from persd.cli.common import run_app
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.command()(score.score)
 app.command("check-references")(score.check_references)
 app.command()(score.tasks)
 app.add_typer(models.models_app, name="models")
+app.add_typer(pool.pool_app, name="pool")
 app.command("eval")(eval_cli.eval_command)
 app.command("train")(train.train_command)
 app.command("run")(run.run)

@@ -1,0 +1,62 @@
+"""``persd pool build``: turn a file of instruction + signature + reference rows into a task
+pool with synthesised tests (docs/TASKS.md, "Building a pool")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from persd.cli.common import console, err_console
+from persd.cli.progress import RichProgress, progress_bars
+
+pool_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="Task pools: build one from instruction + signature + reference rows.",
+)
+
+
+@pool_app.command("build")
+def build(
+    source: Annotated[
+        Path, typer.Argument(help="JSONL rows: prompt (docstring + signature) and completion.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Build directory (resumable).")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Run config: its teacher:, synth:, sandbox: and pool: keys."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="A seeded sample of this many tasks (all by default).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of --limit's sample and of the hand-check ids.")
+    ] = 0,
+    name: Annotated[
+        str | None, typer.Option(help="Task id prefix and source name (default: the file's stem).")
+    ] = None,
+) -> None:
+    """Build a task pool: tests from the teacher's inputs and the reference's outputs."""
+    from persd.cli.run import default_config
+    from persd.config import load_config
+    from persd.poolbuild import build_pool
+
+    cfg = load_config(config or default_config())
+    with progress_bars(err_console) as bars:
+        report = build_pool(
+            source, out, cfg, name=name, limit=limit, seed=seed, progress=RichProgress(bars)
+        )
+    console.print(f"{report.rows} rows -> {report.tasks_out} tasks in {report.pool}")
+    for reason, count in report.removed.items():
+        console.print(f"  removed {count:5d}: {reason}", soft_wrap=True)
+    console.print(
+        f"tests per task: {report.tests_seen} seen, {report.tests_hidden_mean:.1f} hidden "
+        f"(at least {report.tests_hidden_min}); teacher calls {report.teacher_calls} "
+        f"({report.teacher_calls_new} new), {report.teacher_tokens_out:,} tokens out; "
+        f"{report.wall_s:.0f} s"
+    )
