@@ -106,7 +106,9 @@ def _paired(va: dict[str, bool], vb: dict[str, bool]) -> tuple[int, float, float
 
 
 def _variant(row: str) -> str:
-    """The training set behind a row name (``<variant>-s<seed>`` is another seed of it)."""
+    """The training set behind a row name (``<variant>-s<seed>`` is another seed of it,
+    ``<variant>@epoch1`` a checkpoint of it)."""
+    row = row.split("@", 1)[0]
     m = _SEED.match(row)
     return m["variant"] if m else row
 
