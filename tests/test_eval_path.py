@@ -67,7 +67,7 @@ def test_the_report_names_the_backend_and_weights_it_scored(tmp_path: Path) -> N
 @pytest.mark.slow  # samples SmolLM2 on three HumanEval tasks twice (~1 min on 2 cores)
 def test_persd_eval_gives_a_runs_verdicts(smollm2_gguf: Path, tmp_path: Path) -> None:
     """The same model through ``persd eval -m`` (backend auto) and through a run's evaluation
-    (the default run's config, as ``pipeline.evaluate.evaluate_one`` hands it to its stage
+    (the default run's config, as ``pipeline.model_eval.evaluate_one`` hands it to its stage
     process): the same texts, so the same verdicts, and both reports say llama_cpp."""
     pytest.importorskip("llama_cpp")
     _no_vllm()
