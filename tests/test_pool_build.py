@@ -15,7 +15,7 @@ from persd.config import load_config
 from persd.llm.base import Teacher, TeacherReply
 from persd.poolbuild import build_pool
 from persd.poolbuild.convert import task_from_row
-from persd.tasks import load_task_pool
+from persd.tasks import load_benchmark, load_task_pool
 
 ROWS = [  # (instruction, signature, body)
     ("Double the number x.", "def double(x):", "    return x * 2"),
@@ -102,6 +102,7 @@ def test_every_gate_removes_and_counts(tmp_path: Path, monkeypatch: pytest.Monke
     assert removed["a trivial program (returns its first argument) passes every hidden test"] == 1
     assert teacher.asked == report.teacher_calls == 5  # one per task that reached synthesis
     pool = load_task_pool(tmp_path / "built" / "pool.jsonl").tasks
+    assert load_benchmark(str(tmp_path / "built" / "pool.jsonl")) == pool  # persd eval -b <it>
     assert {t.entry_point for t in pool} == {"double", "square_plus"}
     for task in pool:  # seen tests: what feedback may show; never what scores
         seen, hidden = {t.call for t in task.tests_seen}, {t.call for t in task.tests_hidden}

@@ -91,7 +91,9 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Registry name, .gguf, HF dir.")
     ] = None,
-    benchmark: Annotated[str, typer.Option("--benchmark", "-b")] = "humaneval",
+    benchmark: Annotated[
+        str, typer.Option("--benchmark", "-b", help="humaneval, mbpp-test, or a task pool .jsonl.")
+    ] = "humaneval",
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter (PEFT dir).")] = None,
     run: Run = None,
     variant: Variant = None,

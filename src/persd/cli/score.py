@@ -41,9 +41,7 @@ def _config(path: Path | None, workers: int | None, wall: float | None) -> RunCo
 
 
 def _tasks(name_or_path: str) -> tuple[Task, ...]:
-    if Path(name_or_path).suffix == ".jsonl":
-        return load_task_pool(Path(name_or_path)).tasks
-    return load_benchmark(name_or_path)
+    return load_benchmark(name_or_path)  # a name, or a task pool .jsonl
 
 
 @contextmanager

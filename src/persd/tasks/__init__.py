@@ -7,6 +7,7 @@ own pools as JSONL (docs/TASKS.md). Loading executes nothing: seen tests are pre
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from persd.errors import PersdError
 from persd.records import Task
@@ -31,8 +32,11 @@ BENCHMARKS = ("humaneval", "mbpp", *(f"mbpp-{split}" for split in MBPP_SPLITS))
 
 def load_benchmark(name: str, *, mbpp_shape: MbppShape = "docstring") -> tuple[Task, ...]:
     """A shipped benchmark by name: "humaneval", "mbpp", or "mbpp-<split>" ("mbpp-test");
-    MBPP prompts in ``mbpp_shape`` (``prompt.mbpp_shape``)."""
+    MBPP prompts in ``mbpp_shape`` (``prompt.mbpp_shape``). A path ending in ``.jsonl`` is a
+    task pool (docs/TASKS.md), e.g. one ``persd pool build`` wrote."""
     key = name.strip().lower()
+    if key.endswith(".jsonl"):
+        return load_task_pool(Path(name.strip())).tasks
     if key == "humaneval":
         return load_humaneval()
     if key == "mbpp":
@@ -40,5 +44,9 @@ def load_benchmark(name: str, *, mbpp_shape: MbppShape = "docstring") -> tuple[T
     if key.startswith("mbpp-") and key.removeprefix("mbpp-") in MBPP_SPLITS:
         return load_mbpp(key.removeprefix("mbpp-"), shape=mbpp_shape)
     close = difflib.get_close_matches(key, BENCHMARKS, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(BENCHMARKS)}"
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else f"known: {', '.join(BENCHMARKS)}, or a task pool .jsonl"
+    )
     raise PersdError(f"unknown benchmark '{name}'; {hint}")
