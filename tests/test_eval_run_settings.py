@@ -30,20 +30,29 @@ WRONG = "def f(*args):\n    print('debug ' * 40)\n    return None\n"
 
 
 class Recorder:
-    """Every student loaded: its config and the prompts it was given, in order."""
+    """Every student loaded: its config and the prompts it was given, in order; and the token
+    ids those prompts become for the student's model (its renderer, as every backend feeds
+    them: tests/test_prompt_parity.py)."""
 
     def __init__(self) -> None:
         self.loaded: list[tuple[dict, list[Prompt]]] = []
+        self.ids: list[list[list[int]]] = []
 
     def load(self, cfg):
+        from persd.llm.render import renderer_for
+
         prompts: list[Prompt] = []
+        ids: list[list[int]] = []
         self.loaded.append((cfg.model_dump(mode="json"), prompts))
+        self.ids.append(ids)
+        renderer = renderer_for(cfg.model)
 
         class Scripted(Student):
             model_id = "scripted"
 
             def generate(self, batch: Sequence[Prompt], params: SamplingParams):
                 prompts.extend(batch)
+                ids.extend(renderer.ids(p) for p in batch)
                 gen = Generation(
                     text=f"```python\n{WRONG}```", tokens_in=1, tokens_out=1, finish_reason="stop"
                 )
@@ -55,7 +64,7 @@ class Recorder:
         return Scripted()
 
 
-def _run_dir(tmp_path: Path) -> Path:
+def _run_dir(tmp_path: Path, model: Path) -> Path:
     """A run directory as `persd run` leaves it after its gate kept a LoRA model, with prompt
     and evaluate settings that differ from every default."""
     template = tmp_path / "refine.txt"
@@ -63,7 +72,7 @@ def _run_dir(tmp_path: Path) -> Path:
     cfg = load_config(
         None,
         {
-            "student": {"model": "qwen2.5-coder-0.5b-instruct", "backend": "llama_cpp"},
+            "student": {"model": str(model), "backend": "llama_cpp"},
             "data": {"variants": ["self"]},
             "train": {"variants": ["self"]},
             "prompt": {
@@ -108,8 +117,10 @@ def recorder(monkeypatch) -> Recorder:
     return rec
 
 
-def test_persd_eval_of_a_run_asks_what_the_run_asked(tmp_path: Path, recorder: Recorder):
-    run = _run_dir(tmp_path)
+def test_persd_eval_of_a_run_asks_what_the_run_asked(
+    tmp_path: Path, recorder: Recorder, smollm2_gguf: Path
+):
+    run = _run_dir(tmp_path, smollm2_gguf)
     (base_cfg, base_prompts), (run_cfg, run_prompts) = recorder.loaded
     assert run_cfg["adapter"] == str(run / "models/self/final") and base_cfg["adapter"] is None
     assert len(run_prompts) == 2 * 3  # two tasks: attempt, refinement, equal-budget resample
@@ -124,6 +135,7 @@ def test_persd_eval_of_a_run_asks_what_the_run_asked(tmp_path: Path, recorder: R
     cli_cfg, cli_prompts = recorder.loaded[-1]
     assert cli_cfg == run_cfg
     assert cli_prompts == run_prompts
+    assert recorder.ids[-1] == recorder.ids[1] and len(recorder.ids[1]) == 6  # the same token ids
     samples = lambda d: (d / "samples_base.jsonl").read_text()  # noqa: E731
     assert samples(out) == samples(run / "eval" / "self" / "mbpp-test")
 
