@@ -113,3 +113,18 @@ def test_no_modules_import_each_other() -> None:
             for target in (graph[dep] - {name} if dep in faces else {dep})
         }
     assert not _cycles(graph), f"modules that import each other: {_cycles(graph)}"
+
+
+def test_the_default_models_are_named_once() -> None:
+    """models.yaml's ``defaults`` name the run's student and teacher; the shipped run config
+    (pipeline/default.yaml) repeats them for its readers and must agree."""
+    import yaml
+
+    from persd.config import RunConfig
+    from persd.llm.registry import default_model
+
+    shipped = yaml.safe_load((PACKAGE / "pipeline" / "default.yaml").read_text())
+    student, teacher = default_model("student"), default_model("teacher")
+    assert shipped["student"]["model"] == student == RunConfig().student.model
+    assert shipped["teacher"]["model"] == shipped["teacher"]["server"]["model"] == teacher
+    assert RunConfig().teacher.model == RunConfig().teacher.server.model == teacher

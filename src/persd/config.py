@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from persd.configio import describe, load_yaml_mapping, merge
 from persd.errors import PersdError
+from persd.llm.registry import default_model
 from persd.llm.student import StudentConfig
 from persd.llm.teacher_config import ServerConfig, TeacherConfig
 from persd.pipeline.config import (
@@ -30,12 +31,13 @@ from persd.sandbox.config import SandboxConfig
 
 def _offline_teacher() -> TeacherConfig:
     # The default teacher needs no key and no network: a llama.cpp server persd manages.
+    teacher = default_model("teacher")
     return TeacherConfig(
-        model="qwen2.5-coder-1.5b-instruct",
+        model=teacher,
         api_key_env=None,
         # Two single-thread slots: 2x one slot here, while one slot with 2 threads collapses
         # ~10x whenever anything else runs (benchmarks/bench_teacher.py, docs/BENCHMARKS.md).
-        server=ServerConfig(model="qwen2.5-coder-1.5b-instruct", slots=2),
+        server=ServerConfig(model=teacher, slots=2),
     )
 
 
@@ -47,7 +49,7 @@ class RunConfig(BaseModel):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     student: StudentConfig = Field(
-        default_factory=lambda: StudentConfig(model="qwen2.5-coder-0.5b-instruct")
+        default_factory=lambda: StudentConfig(model=default_model("student"))
     )
     attempt: AttemptConfig = Field(default_factory=AttemptConfig)
     teacher: TeacherConfig = Field(default_factory=_offline_teacher)

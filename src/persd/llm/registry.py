@@ -96,11 +96,21 @@ class ResolvedModel(BaseModel):
 
 
 @cache
+def _models_yaml() -> dict:
+    return yaml.safe_load(resources.files("persd.llm").joinpath("models.yaml").read_text("utf-8"))
+
+
+@cache
 def registry() -> dict[str, ModelSpec]:
     """All registry models by name, from the packaged ``models.yaml``."""
-    text = resources.files("persd.llm").joinpath("models.yaml").read_text("utf-8")
-    entries = yaml.safe_load(text)["models"]
+    entries = _models_yaml()["models"]
     return {name: ModelSpec(name=name, **entry) for name, entry in entries.items()}
+
+
+def default_model(role: Literal["student", "teacher"]) -> str:
+    """The registry model a run uses as its student or teacher when its config names none:
+    named once, in ``models.yaml``'s ``defaults``."""
+    return _models_yaml()["defaults"][role]
 
 
 def get_spec(name: str) -> ModelSpec:
