@@ -97,7 +97,7 @@ def _rows(loop: Loop, round_: int, variant: str = "persd_combined", n: int = 1) 
         )
         for i in range(n)
     ]
-    StageFile(loop.data_dir(round_) / f"{variant}.jsonl", Example).rewrite(rows)
+    StageFile(loop.paths.data(round_) / f"{variant}.jsonl", Example).rewrite(rows)
 
 
 def test_failed_mode_reattempts_what_the_previous_round_failed(tmp_path: Path):
@@ -124,12 +124,12 @@ def test_later_rounds_attempt_with_the_previous_rounds_model(tmp_path: Path):
     assert loop.student_config(0) == loop.config.student
     with pytest.raises(RunDirError, match="round 1 needs the model trained in round 0"):
         loop.student_config(1)
-    _fake_trained(loop.model_dir("persd_combined"))
-    assert loop.student_config(1).adapter == loop.model_dir("persd_combined") / "final"
+    _fake_trained(loop.paths.model("persd_combined"))
+    assert loop.student_config(1).adapter == loop.paths.model("persd_combined") / "final"
     # A round that trained nothing (no examples) leaves the previous model as the student.
-    assert loop.student_config(2).adapter == loop.model_dir("persd_combined") / "final"
-    _fake_trained(loop.model_dir("persd_combined", 1))
-    assert loop.student_config(2).adapter == loop.model_dir("persd_combined", 1) / "final"
+    assert loop.student_config(2).adapter == loop.paths.model("persd_combined") / "final"
+    _fake_trained(loop.paths.model("persd_combined", 1))
+    assert loop.student_config(2).adapter == loop.paths.model("persd_combined", 1) / "final"
 
 
 def test_continue_trains_the_previous_adapter_on_this_rounds_data(tmp_path: Path, recorder):
@@ -143,8 +143,8 @@ def test_continue_trains_the_previous_adapter_on_this_rounds_data(tmp_path: Path
     trained1 = loop.train(1)
     assert list(trained1) == ["persd_combined@r1"]  # later rounds: the round variant only
     call = recorder[-1]
-    assert call["data"] == [str(loop.data_dir(1) / "persd_combined.jsonl")]
-    assert call["settings"]["init_adapter"] == str(loop.model_dir("persd_combined") / "final")
+    assert call["data"] == [str(loop.paths.data(1) / "persd_combined.jsonl")]
+    assert call["settings"]["init_adapter"] == str(loop.paths.model("persd_combined") / "final")
     assert call["base"] == loop.config.student.model
     assert call["out"] == str(tmp_path / "models" / "r1" / "persd_combined")
     assert loop.train(1) == trained1 and len(recorder) == 3  # finished: not trained again
@@ -161,13 +161,13 @@ def test_retrain_trains_the_base_on_every_rounds_data(tmp_path: Path, recorder):
     loop.train(2)
     last = recorder[-1]
     assert last["settings"]["init_adapter"] is None and last["base"] == loop.config.student.model
-    assert last["data"] == [str(loop.data_dir(r) / "persd_combined.jsonl") for r in range(3)]
+    assert last["data"] == [str(loop.paths.data(r) / "persd_combined.jsonl") for r in range(3)]
 
 
 def test_evaluation_names_every_rounds_model(tmp_path: Path):
     loop = Loop(_config(), tmp_path)
     for r in (0, 1, 2):
-        _fake_trained(loop.model_dir("persd_combined", r))
+        _fake_trained(loop.paths.model("persd_combined", r))
     assert list(loop.trained_models()) == [
         "persd_combined",
         "persd_combined@r1",
@@ -229,7 +229,7 @@ def test_a_copied_run_without_weights_trains_again(tmp_path: Path, recorder):
     is not 'trained', so the next machine trains it instead of evaluating a missing adapter."""
     loop = Loop(_config(), tmp_path)
     _rows(loop, 0)
-    out = loop.model_dir("persd_combined")
+    out = loop.paths.model("persd_combined")
     out.mkdir(parents=True)
     (out / "train_summary.json").write_text("{}")  # as committed, no final/
     assert loop.trained_models() == {}

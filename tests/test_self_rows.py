@@ -121,7 +121,7 @@ def test_a_self_only_run_verifies_passing_attempts_and_never_asks_the_teacher(tm
     assert verified["T/1#r0a0"].passed and not verified["T/1#r0a1"].passed
     assert verified["T/1#r0a1"].test_set == "all"
     assert not loop.solutions.ids() and not loop.refinements.ids()
-    on_disk = [json.loads(x) for x in (loop.data_dir(0) / "self.jsonl").read_text().splitlines()]
+    on_disk = [json.loads(x) for x in (loop.paths.data(0) / "self.jsonl").read_text().splitlines()]
     assert [Example.model_validate(r).id for r in on_disk] == ["self:T/1#r0a0"]
     # The whole loop over the same directory: nothing left to sample or ask, a summary.
     summary = loop.run(train=False, evaluate=False)

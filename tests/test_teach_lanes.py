@@ -29,7 +29,8 @@ TASKS = 6
 class _Slots(Teacher):
     """``lanes`` slots (0: an API answering 3 requests at once, unpinned); every call is
     logged as (slot, first user message, kind) and answered with the task's reference
-    program, so solutions verify."""
+    program plus a helper of its own, so solutions verify and a refinement that shows the verified
+    solution differs from one that shows the pool's reference."""
 
     def __init__(self, lanes: int, references: dict[str, str]) -> None:
         self._lanes = lanes
@@ -68,7 +69,7 @@ class _Slots(Teacher):
         self.log.append((lane, first, kind))
         await asyncio.sleep(0.01 * (1 + len(self.log) % 3))  # replies finish out of order
         task = next(t for t in self._refs if f"`{t}`" in first)
-        text = f"```python\n{self._refs[task]}\n```"
+        text = f"```python\n{self._refs[task]}\n\n\ndef teachers_own():\n    return 1\n```"
         return [
             TeacherReply(text=text, model="slots", tokens_in=1, tokens_out=1, finish_reason="stop")
         ]
@@ -170,3 +171,33 @@ def test_a_rerun_asks_nothing(tmp_path, monkeypatch) -> None:
     again = _Slots(2, _references(loop))
     _teach(Loop(loop.config, tmp_path / "run"), again, monkeypatch)
     assert again.log == []
+
+
+def test_a_resumed_stage_shows_the_references_verified_before_and_after(
+    tmp_path, monkeypatch
+) -> None:
+    """Solutions answered before a stop, one verified and the rest not: the resumed stage asks
+    only the refinements, and each shows its task's verified solution, whether it was verified
+    before the stop or by the resumed stage (the queue keeps them in memory, reading no file
+    per task)."""
+    first = _loop(tmp_path / "first")
+    _teach(first, _Slots(2, _references(first)), monkeypatch)
+    refine, _ = refine_requests(
+        first.tasks,
+        failed_attempts(first),
+        verified_solutions(first),
+        first.config.teach,
+        feedback_max_chars=first.config.prompt.feedback_max_chars,
+    )
+    want = {r.id: tuple(m.model_dump() for m in r.messages) for r in refine}
+    run = tmp_path / "resumed"
+    loop = _loop(run)
+    loop.solutions.append(first.solutions.read())
+    kept = next(s.id for s in first.solutions.read())
+    loop.verifications.append([v for v in first.verifications.read() if v.id == kept])
+    slots = _Slots(2, _references(loop))
+    _teach(Loop(loop.config, run), slots, monkeypatch)
+    assert {kind for _, _, kind in slots.log} == {"refine"}
+    got = {r.id: r.messages for r in Loop(loop.config, run).refinements.read()}
+    assert got == want
+    assert Loop(loop.config, run).verifications.ids() >= first.solutions.ids()

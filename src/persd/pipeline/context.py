@@ -167,12 +167,6 @@ class RunContext:
 
     # ---- where things go -----------------------------------------------------------------
 
-    def data_dir(self, round_: int = 0) -> Path:
-        return self.paths.data(round_)
-
-    def model_dir(self, variant: str, round_: int = 0) -> Path:
-        return self.paths.model(variant, round_)
-
     def stage_log(self, stage: str) -> str | None:
         """Where a stage process's own output goes (None with ``verbose``: the terminal)."""
         if self.verbose:

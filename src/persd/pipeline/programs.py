@@ -22,27 +22,29 @@ def execute(
     *,
     test_set: TestSet,
     on_done: Callable[[int], None] | None = None,
-) -> int:
+) -> list[Execution]:
     """Run each (id, task_id, program) not yet in ``out``; append results as they arrive.
 
-    Returns how many programs were run (0 on a complete rerun).
+    Returns the executions it ran (none on a complete rerun).
     """
     done = out.ids()
     todo = [p for p in programs if p[0] not in done]
     if not todo:
-        return 0
+        return []
     jobs = [Job.for_task(tasks[task_id], program, test_set) for _, task_id, program in todo]
+    ran: list[Execution] = []
     batch: list[Execution] = []
     for i, feedback in sandbox.imap(jobs):
         rid, task_id, _ = todo[i]
         batch.append(Execution(id=rid, task_id=task_id, feedback=feedback))
         if len(batch) >= 32:
             out.append(batch)
+            ran += batch
             batch = []
         if on_done:
             on_done(1)
     out.append(batch)
-    return len(todo)
+    return ran + batch
 
 
 def run_programs(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from persd.evaluate.paired import Paired
 
@@ -179,7 +179,7 @@ def read_summary(root: Path) -> RunSummary | None:
     file cannot be read as one (a report still draws what the stage files hold)."""
     try:
         return RunSummary.model_validate_json((root / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, ValidationError):
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
 
 

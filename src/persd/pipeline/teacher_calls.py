@@ -46,12 +46,12 @@ async def ask_teacher(
     *,
     extract: Extract,
     on_done: Callable[[int], None] | None = None,
-) -> int:
-    """Send every request not already answered in ``out``; returns how many were sent."""
+) -> list[TeacherCall]:
+    """Send every request ``out`` lacks; returns the answers stored (no re-read of ``out``)."""
     done = out.ids()
     todo = [r for r in requests if r.id not in done]
     if not todo:
-        return 0
+        return []
 
     async def one(req: TeacherRequest) -> TeacherCall:
         params = SamplingParams(
@@ -79,11 +79,13 @@ async def ask_teacher(
         )
 
     pending = {asyncio.ensure_future(one(r)) for r in todo}
+    stored: list[TeacherCall] = []
     try:
         while pending:
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             calls = [f.result() for f in finished if f.exception() is None]
             out.append(calls)  # before raising: answers that arrived are kept
+            stored += calls
             if on_done:
                 on_done(len(calls))
             errors = [f.exception() for f in finished if f.exception() is not None]
@@ -95,7 +97,7 @@ async def ask_teacher(
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             out.append([r for r in results if isinstance(r, TeacherCall)])
-    return len(todo)
+    return stored
 
 
 def extract_teacher(text: str, task: Task) -> str:

@@ -367,7 +367,7 @@ def build_round(ctx: RunContext, round_: int = 0) -> dict[str, list[Example]]:
             self_max_pass_rate=ctx.config.data.self_max_pass_rate,
         )
         for name, rows in built.rows.items():
-            StageFile(ctx.data_dir(round_) / f"{name}.jsonl", Example).rewrite(rows)
+            StageFile(ctx.paths.data(round_) / f"{name}.jsonl", Example).rewrite(rows)
         for reason, count in sorted(built.skipped.items()):
             ctx.progress.note(f"build: {count} × {reason}")
     return built.rows

@@ -220,10 +220,10 @@ def round_summaries(ctx: RunContext) -> list[RoundSummary]:
         refinements=rec.refinements,
         verifications=rec.verifications,
         examples={
-            r: len(StageFile(ctx.data_dir(r) / f"{variant}.jsonl", Example).read())
+            r: len(StageFile(ctx.paths.data(r) / f"{variant}.jsonl", Example).read())
             for r in range(rounds.count)
         },
-        trained={r: finished(ctx.model_dir(variant, r)) for r in range(rounds.count)},
+        trained={r: finished(ctx.paths.model(variant, r)) for r in range(rounds.count)},
         training=rounds.training,
         tasks_mode=rounds.tasks,
     )

@@ -24,7 +24,7 @@ from persd.pipeline.teacher_calls import (
     with_teacher,
 )
 from persd.prompts import placeholders, render_chat, render_feedback
-from persd.records import Attempt, Execution, Task
+from persd.records import Attempt, Execution, Task, TeacherCall
 
 if TYPE_CHECKING:
     from persd.pipeline.context import RunContext
@@ -136,7 +136,11 @@ async def _ask_all(
 
 
 class _TaskQueue:
-    """The tasks left to solve or refine, taken one at a time by each lane."""
+    """The tasks left to solve or refine, taken one at a time by each lane.
+
+    The stage files are read once, here: each task's solutions and the verified references
+    are then kept in memory as they are asked and verified, so a task costs no re-read of
+    the files (a 3,000-task pool would otherwise re-read them 3,000 times)."""
 
     def __init__(
         self,
@@ -149,6 +153,10 @@ class _TaskQueue:
         per = ctx.config.teach.refinements_per_failure
         self.solve_of = {r.task.id: r for r in solve}
         self.failed_of = _by_task(failed)
+        self.solutions_of: dict[str, list[TeacherCall]] = {}
+        for s in ctx.solutions.read():
+            self.solutions_of.setdefault(s.task_id, []).append(s)
+        self.references = verified_solutions(ctx)
         solved, refined = ctx.solutions.ids(), ctx.refinements.ids()
         self.queue = deque(
             dict.fromkeys(
@@ -160,29 +168,25 @@ class _TaskQueue:
                 ]
             )
         )
-        self.lock = asyncio.Lock()  # one verification at a time: short, and one sandbox
+        self.lock = asyncio.Lock()  # one sandbox: one verification at a time
 
     async def drain(self, teacher: Teacher, sandbox: Sandbox) -> None:
         ctx, cfg = self.ctx, self.ctx.config.teach
         while self.queue:
             task_id = self.queue.popleft()
             if task_id in self.solve_of:
-                await ask_teacher(
+                new = await ask_teacher(
                     [self.solve_of[task_id]], teacher, cfg, ctx.solutions,
                     extract=extract_teacher, on_done=self.advance,
                 )  # fmt: skip
-            mine = [(s.id, s.task_id, s.code) for s in ctx.solutions.read() if s.task_id == task_id]
-            async with self.lock:  # no record is read while the sandbox thread appends one
-                await asyncio.to_thread(
-                    execute, mine, ctx.tasks, ctx.verifications, sandbox, test_set="all"
-                )
-                references = verified_solutions(ctx) if task_id in self.failed_of else {}
+                self.solutions_of.setdefault(task_id, []).extend(new)
+            await self._verify(task_id, sandbox)
             if task_id not in self.failed_of:
                 continue
             requests, fell_back = refine_requests(
                 ctx.tasks,
                 self.failed_of[task_id],
-                references,
+                self.references,
                 cfg,
                 feedback_max_chars=ctx.config.prompt.feedback_max_chars,
             )
@@ -191,6 +195,24 @@ class _TaskQueue:
                 requests, teacher, cfg, ctx.refinements, extract=extract_teacher,
                 on_done=self.advance,
             )  # fmt: skip
+
+    async def _verify(self, task_id: str, sandbox: Sandbox) -> None:
+        """The task's solutions not verified yet, on all of its tests; the first that passes
+        becomes the reference its refinements show (``verified_solutions``' rule)."""
+        mine = self.solutions_of.get(task_id, [])
+        async with self.lock:
+            ran = await asyncio.to_thread(
+                execute,
+                [(s.id, s.task_id, s.code) for s in mine],
+                self.ctx.tasks,
+                self.ctx.verifications,
+                sandbox,
+                test_set="all",
+            )
+        passed = {e.id for e in ran if e.feedback.passed}
+        for s in mine:
+            if s.id in passed:
+                self.references.setdefault(task_id, s.code)
 
 
 def _by_task(failed: list) -> dict[str, list[tuple[Attempt, Execution]]]:

@@ -68,7 +68,7 @@ def trained_model(ctx: RunContext, variant: str, round_: int) -> Path | None:
     """The newest model of ``variant`` trained in a round <= ``round_`` (a round with no
     examples trains nothing and leaves the previous round's model in place)."""
     for r in range(round_, -1, -1):
-        out = ctx.model_dir(variant, r)
+        out = ctx.paths.model(variant, r)
         if finished(out):
             return out / "final"
     return None
@@ -78,12 +78,12 @@ def trained_models(ctx: RunContext) -> dict[str, Path]:
     """Every model a previous invocation finished training, by evaluation name."""
     found: dict[str, Path] = {}
     for variant in ctx.config.train.variants:
-        if finished(ctx.model_dir(variant)):
-            found[variant] = ctx.model_dir(variant) / "final"
+        if finished(ctx.paths.model(variant)):
+            found[variant] = ctx.paths.model(variant) / "final"
     variant = ctx.config.round_variant if ctx.config.train.variants else None
     for r in range(1, ctx.config.rounds.count):
-        if variant and finished(ctx.model_dir(variant, r)):
-            found[model_name(variant, r)] = ctx.model_dir(variant, r) / "final"
+        if variant and finished(ctx.paths.model(variant, r)):
+            found[model_name(variant, r)] = ctx.paths.model(variant, r) / "final"
     return found
 
 
@@ -94,12 +94,12 @@ def train_round(ctx: RunContext, round_: int = 0) -> dict[str, Path]:
     variants = ctx.config.train.variants if round_ == 0 else (ctx.config.round_variant,)
     trained: dict[str, Path] = {}
     for variant in variants:
-        out = ctx.model_dir(variant, round_)
+        out = ctx.paths.model(variant, round_)
         name = model_name(variant, round_)
         if finished(out):
             trained[name] = out / "final"
             continue
-        if not has_rows(ctx.data_dir(round_) / f"{variant}.jsonl"):
+        if not has_rows(ctx.paths.data(round_) / f"{variant}.jsonl"):
             # Nothing new this round: the previous round's model stays the student.
             ctx.progress.note(f"train: {name} has no examples; not trained")
             continue
@@ -112,7 +112,7 @@ def _train_one(ctx: RunContext, variant: str, round_: int, out: Path) -> Path:
     name = model_name(variant, round_)
     continuing = round_ > 0 and ctx.config.rounds.training == "continue"
     rounds = [round_] if round_ == 0 or continuing else list(range(round_ + 1))
-    data = [ctx.data_dir(r) / f"{variant}.jsonl" for r in rounds]
+    data = [ctx.paths.data(r) / f"{variant}.jsonl" for r in rounds]
     data = [d for d in data if has_rows(d)]
     base, init_adapter = _starting_point(ctx, variant, round_) if continuing else (None, None)
     resume = out.exists() and any(out.glob("checkpoint-*"))
