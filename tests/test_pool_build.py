@@ -119,3 +119,20 @@ def test_a_rerun_asks_the_teacher_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert again.asked == 0 and second.teacher_calls_new == 0
     assert (tmp_path / "built" / "pool.jsonl").read_text() == pool
     assert second.removed == first.removed and second.sample == first.sample
+
+
+def test_show_prints_the_hand_check_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``persd pool show DIR`` prints the build's sample with each test as call == expected;
+    an unknown id is one clear line."""
+    from typer.testing import CliRunner
+
+    from persd.cli import app
+
+    report = _build(tmp_path, monkeypatch, _Inputs())
+    shown = CliRunner().invoke(app, ["pool", "show", str(tmp_path / "built")])
+    assert shown.exit_code == 0, shown.output
+    for task_id in report.sample:
+        assert task_id in shown.output
+    assert "double(4) == 8" in shown.output and "square_plus(-2) == 5" in shown.output
+    bad = CliRunner().invoke(app, ["pool", "show", str(tmp_path / "built"), "alp/99"])
+    assert bad.exit_code != 0 and "no task 'alp/99'" in str(bad.exception)

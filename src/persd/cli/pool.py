@@ -15,7 +15,7 @@ pool_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
-    help="Task pools: build one from instruction + signature + reference rows.",
+    help="Task pools: build one from instruction + signature + reference rows; show its tasks.",
 )
 
 
@@ -60,3 +60,41 @@ def build(
         f"({report.teacher_calls_new} new), {report.teacher_tokens_out:,} tokens out; "
         f"{report.wall_s:.0f} s"
     )
+
+
+@pool_app.command("show")
+def show(
+    pool_dir: Annotated[Path, typer.Argument(help="A build directory (holds pool.jsonl).")],
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Task ids to show (default: the build's seeded hand-check sample)."),
+    ] = None,
+) -> None:
+    """Print tasks of a built pool as a reviewer reads them: the task, the reference, and each
+    test as call == expected, seen tests first. For the hand check of a build's sample."""
+    from persd.errors import DataError
+    from persd.tasks.user_pool import load_task_pool
+
+    pool = pool_dir / "pool.jsonl" if pool_dir.is_dir() else pool_dir
+    tasks = {t.id: t for t in load_task_pool(pool).tasks}
+    wanted = ids or _sample_ids(pool.parent / "build.json")
+    unknown = [i for i in wanted if i not in tasks]
+    if unknown:
+        raise DataError(pool, None, None, f"no task {unknown[0]!r} ({len(tasks)} tasks)")
+    for n, task_id in enumerate(wanted, 1):
+        task = tasks[task_id]
+        console.rule(f"{n}/{len(wanted)}  {task_id}")
+        console.print(task.prompt.rstrip(), markup=False, highlight=False)
+        console.print((task.reference or "").rstrip(), markup=False, highlight=False)
+        for kind, tests in (("seen", task.tests_seen), ("hidden", task.tests_hidden)):
+            for t in tests:
+                console.print(f"  {kind:6s} {t.call} == {t.expected}", markup=False, soft_wrap=True)
+
+
+def _sample_ids(report: Path) -> list[str]:
+    from persd.errors import DataError
+    from persd.poolbuild.build import BuildReport
+
+    if not report.is_file():
+        raise DataError(report, None, None, "no build report here; name the task ids to show")
+    return BuildReport.model_validate_json(report.read_text()).sample
