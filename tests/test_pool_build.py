@@ -14,6 +14,7 @@ import pytest
 from persd.config import load_config
 from persd.llm.base import Teacher, TeacherReply
 from persd.poolbuild import build_pool
+from persd.poolbuild.build import seeded_prefix
 from persd.poolbuild.convert import task_from_row
 from persd.tasks import load_benchmark, load_task_pool
 
@@ -136,3 +137,10 @@ def test_show_prints_the_hand_check_sample(tmp_path: Path, monkeypatch: pytest.M
     assert "double(4) == 8" in shown.output and "square_plus(-2) == 5" in shown.output
     bad = CliRunner().invoke(app, ["pool", "show", str(tmp_path / "built"), "alp/99"])
     assert bad.exit_code != 0 and "no task 'alp/99'" in str(bad.exception)
+
+
+def test_a_larger_limit_extends_a_smaller_one() -> None:
+    """--limit 60 then --limit 300 (same seed): the second build asks only for the new tasks."""
+    small, large = seeded_prefix(3248, 60, 0), seeded_prefix(3248, 300, 0)
+    assert len(small) == 60 and len(large) == 300 and small < large
+    assert seeded_prefix(3248, 60, 1) != small  # the seed picks which

@@ -120,6 +120,15 @@ def _without_trivial(tasks: list[Task], config: RunConfig, removed: Counter[str]
     return [t for t in tasks if t.id not in passed]
 
 
+def seeded_prefix(n: int, limit: int, seed: int) -> set[int]:
+    """``limit`` of ``n`` row indices: the first ``limit`` of one seeded shuffle, so a larger
+    ``--limit`` with the same seed extends a smaller one and a build grown in steps reuses
+    every teacher call its earlier steps made."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return set(order[:limit])
+
+
 def build_pool(
     source: Path,
     out: Path,
@@ -138,7 +147,7 @@ def build_pool(
     removed: Counter[str] = Counter(converted.dropped)
     tasks = converted.tasks
     if limit is not None and limit < len(tasks):
-        keep = set(random.Random(seed).sample(range(len(tasks)), limit))
+        keep = seeded_prefix(len(tasks), limit, seed)
         tasks = [t for i, t in enumerate(tasks) if i in keep]
         removed[f"not in the seeded sample of {limit} (--limit, seed {seed})"] += len(
             converted.tasks
