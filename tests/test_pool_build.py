@@ -110,6 +110,32 @@ def test_every_gate_removes_and_counts(tmp_path: Path, monkeypatch: pytest.Monke
         assert len(seen) == 2 and len(hidden) == 5 and not seen & hidden
     double = next(t for t in pool if t.entry_point == "double")
     assert {t.call: t.expected for t in double.tests_hidden}["double(4)"] == "8"
+    # The seen tests, and only they, close the docstring as HumanEval's examples do.
+    assert double.prompt == (
+        'def double(x):\n    """Double the number x.\n'
+        '    >>> double(-2)\n    -4\n    >>> double(-1)\n    -2\n    """\n'
+    )
+
+
+def test_no_examples_keeps_the_papers_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persd.poolbuild.gates import Split
+
+    @asynccontextmanager
+    async def fake_open(cfg, *, run_dir):
+        yield _Inputs()
+
+    monkeypatch.setattr("persd.llm.teacher.open_teacher", fake_open)
+    config = load_config(None, {"sandbox": {"workers": 2}})
+    report = build_pool(
+        _file(tmp_path), tmp_path / "b", config, name="alp", split=Split(examples=False)
+    )
+    assert not report.examples_in_prompt
+    double = next(
+        t for t in load_task_pool(tmp_path / "b" / "pool.jsonl").tasks if t.entry_point == "double"
+    )
+    assert double.prompt == 'def double(x):\n    """Double the number x.\n    """\n'
 
 
 def test_a_rerun_asks_the_teacher_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

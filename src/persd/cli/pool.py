@@ -40,17 +40,27 @@ def build(
     name: Annotated[
         str | None, typer.Option(help="Task id prefix and source name (default: the file's stem).")
     ] = None,
+    examples: Annotated[
+        bool,
+        typer.Option(
+            help="Show the seen tests as >>> examples in each prompt's docstring "
+            "(--no-examples: the instruction and signature alone, the paper's prompt)."
+        ),
+    ] = True,
 ) -> None:
     """Build a task pool: tests from the teacher's inputs and the reference's outputs."""
     from persd.cli.run import default_config
     from persd.config import load_config
     from persd.poolbuild import build_pool
+    from persd.poolbuild.gates import Split
 
     cfg = load_config(config or default_config())
     with progress_bars(err_console) as bars:
+        split = Split(seen=cfg.synth.seen, examples=examples)
         report = build_pool(
-            source, out, cfg, name=name, limit=limit, seed=seed, progress=RichProgress(bars)
-        )
+            source, out, cfg, name=name, limit=limit, seed=seed, split=split,
+            progress=RichProgress(bars),
+        )  # fmt: skip
     console.print(f"{report.rows} rows -> {report.tasks_out} tasks in {report.pool}")
     for reason, count in report.removed.items():
         console.print(f"  removed {count:5d}: {reason}", soft_wrap=True)

@@ -39,6 +39,7 @@ class BuildReport(BaseModel):
     tasks_out: int
     removed: dict[str, int]  # reason -> tasks, in the order the rules ran
     tests_seen: int  # per task: what feedback may show
+    examples_in_prompt: bool = True  # the seen tests close the prompt's docstring
     tests_hidden_min: int
     tests_hidden_mean: float
     teacher_calls: int  # every test-input call the pool's tasks needed
@@ -172,6 +173,7 @@ def build_pool(
         tasks_out=len(kept),
         removed=dict(removed),
         tests_seen=split.seen,
+        examples_in_prompt=split.examples,
         tests_hidden_min=min(hidden, default=0),
         tests_hidden_mean=round(sum(hidden) / len(hidden), 2) if hidden else 0.0,
         teacher_calls=len(calls),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def _instruction(prompt: str, signature_at: int) -> str:
 def humaneval_prompt(signature: str, instruction: str) -> str:
     """``def f(x):`` and its instruction as an indented docstring, as HumanEval asks."""
     return f'{signature.rstrip()}\n    """{instruction}\n    """\n'
+
+
+def with_examples(prompt: str, examples: Sequence[tuple[str, str]]) -> str:
+    """The HumanEval-shaped prompt with ``>>> call`` / ``expected`` lines closing its
+    docstring, as HumanEval's own prompts show examples. An instruction alone often leaves
+    the answer's form open (a format string, a message for an empty list, a ``0b`` prefix:
+    a third of a hand-checked sample of the paper's tasks); the seen tests shown here
+    settle it, as MBPP's prompt shows its first test."""
+    head, close = prompt.rsplit('    """\n', 1)
+    lines = "".join(f"    >>> {call}\n    {expected}\n" for call, expected in examples)
+    return f'{head}{lines}    """\n{close}'
 
 
 def task_from_row(row: dict, *, source: str, line: int) -> Task | str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from persd.poolbuild.convert import with_examples
 from persd.records import SynthesizedTests, Task, Test
 from persd.sandbox import Job
 
@@ -31,6 +32,7 @@ class Split:
 
     seen: int = 2
     min_hidden: int = 3
+    examples: bool = True  # the seen tests shown in the prompt's docstring (HumanEval's way)
 
 
 def judge(task: Task, record: SynthesizedTests | None, split: Split) -> Task | str:
@@ -52,11 +54,12 @@ def judge(task: Task, record: SynthesizedTests | None, split: Split) -> Task | s
 
 
 def with_split(task: Task, tests: Sequence[Test], split: Split) -> Task:
+    seen = tuple(tests[: split.seen])
+    prompt = task.prompt
+    if split.examples:
+        prompt = with_examples(prompt, [(t.call or t.source, t.expected or "") for t in seen])
     return task.model_copy(
-        update={
-            "tests_seen": tuple(tests[: split.seen]),
-            "tests_hidden": tuple(tests[split.seen :]),
-        }
+        update={"prompt": prompt, "tests_seen": seen, "tests_hidden": tuple(tests[split.seen :])}
     )
 
 
