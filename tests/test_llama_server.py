@@ -60,6 +60,34 @@ def test_server_answers_then_stops(server_cfg: ServerConfig, tmp_path: Path) -> 
     assert "persd: starting slot 0" in (tmp_path / "llama-server-0.log").read_text()
 
 
+def test_a_streamed_reply_is_not_cut_short_by_another_request(
+    server_cfg: ServerConfig, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server, left to its default, ends a streaming reply early when
+    another request arrives; persd's slots run with that off, so a reply read with
+    ``max_lines`` is whole up to its lines however many requests queue behind it."""
+    from persd.llm.teacher_http import read_stream
+
+    body = {
+        "messages": [{"role": "user", "content": "Count from 1 to 30, one number per line."}],
+        "max_tokens": 120,
+        "temperature": 0.0,
+    }
+
+    async def both(url: str):
+        async with httpx.AsyncClient(timeout=60) as http:
+            streamed = asyncio.create_task(read_stream(http, url, body, 6))
+            await asyncio.sleep(0.3)  # the stream has started when the second request comes
+            other = await http.post(f"{url}/chat/completions", json=body)
+            return await streamed, other
+
+    with ManagedServers(server_cfg, log_dir=tmp_path) as servers:
+        (url,) = servers.base_urls
+        (_, data), other = asyncio.run(both(url))
+    assert other.status_code == 200
+    assert data["choices"][0]["message"]["content"].count("\n") == 6
+
+
 def test_broken_model_fails_with_the_log_tail(server_cfg: ServerConfig, tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)

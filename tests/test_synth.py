@@ -143,10 +143,11 @@ class _ScriptedTeacher(Teacher):
     http_requests = 0
 
     def __init__(self, text: str) -> None:
-        self.text, self.asked = text, 0
+        self.text, self.asked, self.max_lines = text, 0, set()
 
     async def chat(self, messages, params):
         self.asked += 1
+        self.max_lines.add(params.max_lines)
         self.http_requests += 1
         return [
             TeacherReply(
@@ -196,6 +197,9 @@ def test_loop_synthesises_then_uses_the_tests(tmp_path: Path, monkeypatch):
     assert {t.id for t in loop.pool.tasks} == {"tested"}  # nothing synthesised yet
     loop.synthesize()
     assert teacher.asked == 2
+    # Each reply is read no further than the calls asked for (the opening fence, 10 calls,
+    # two spare lines): a teacher listing calls to its token cap is stopped there.
+    assert teacher.max_lines == {config.synth.inputs + 3}
     tasks = {t.id: t for t in loop.pool.tasks}
     assert set(tasks) == {"double", "tested"}  # every input made the other reference raise
     double = tasks["double"]

@@ -121,6 +121,31 @@ def test_n_samples_from_a_server_that_answers_one(server_cfg: ServerConfig, tmp_
     assert [r.text for r in again] == [r.text for r in fresh]
 
 
+def test_a_reply_closed_at_max_lines_is_the_whole_replys_first_lines(
+    server_cfg: ServerConfig, tmp_path: Path
+) -> None:
+    """``max_lines``: the reply is streamed and closed once it holds that many lines. Greedy,
+    the lines are the ones the whole reply starts with, fewer tokens are generated, and the
+    cut reply is cached under its own key."""
+    cfg = TeacherConfig(server=server_cfg, **FAST)
+    prompt = ask("Count from 1 to 30, one number per line.")
+    whole_params = SamplingParams(max_new_tokens=120, temperature=0.0)
+    cut_params = whole_params.model_copy(update={"max_lines": 3})
+
+    async def go():
+        async with open_teacher(cfg, run_dir=tmp_path) as teacher:
+            whole = (await teacher.chat(prompt, whole_params))[0]
+            cut = (await teacher.chat(prompt, cut_params))[0]
+            return whole, cut, (await teacher.chat(prompt, cut_params))[0]
+
+    whole, cut, again = run(go())
+    assert whole.text.count("\n") > 3, whole.text  # the model does list past three lines
+    assert cut.text.count("\n") == 3 and cut.text.endswith("\n")
+    assert whole.text.startswith(cut.text)
+    assert 0 < cut.tokens_out < whole.tokens_out
+    assert again.cached and again.text == cut.text and cut.cache_key != whole.cache_key
+
+
 def test_budget_stops_before_it_is_crossed(server_cfg: ServerConfig, tmp_path: Path) -> None:
     # A fake price for the local model, so the cap binds: $1000 per 1M tokens each way.
     price = {"price_per_mtok_in": 1000.0, "price_per_mtok_out": 1000.0}

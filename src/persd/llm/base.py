@@ -48,6 +48,10 @@ class SamplingParams(_Record):
     # point are the same either way, so the extracted program is too: it saves only the prose
     # after the code. Backends that cannot stop early ignore it.
     stop_when_answered: str | None = None
+    # Stop once the reply holds this many lines (a teacher streams the reply and closes it
+    # there: ``llm.teacher_http``); a reply is cut after its last newline. Backends that
+    # cannot stop early ignore it; callers must read only the first lines' worth.
+    max_lines: int | None = Field(None, ge=1)
 
 
 class Generation(_Record):

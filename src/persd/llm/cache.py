@@ -68,6 +68,8 @@ def canonical_request(
         "n": params.n,
         "index": index,
     }
+    if params.max_lines is not None:  # absent otherwise: every earlier key stays valid
+        body["max_lines"] = params.max_lines
     return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 

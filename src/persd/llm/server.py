@@ -172,8 +172,10 @@ class ManagedServers:
                     "--parallel", str(cfg.parallel), "--threads", threads,
                     "--lookup", str(cfg.lookup)]  # fmt: skip
         else:
+            # Never cut a streamed reply short because another request came in.
             args = [sys.executable, "-m", "persd.llm.server", *common,
-                    "--n_threads", threads, "--n_threads_batch", threads]  # fmt: skip
+                    "--n_threads", threads, "--n_threads_batch", threads,
+                    "--interrupt_requests", "false"]  # fmt: skip
             if cfg.chat_format:
                 args += ["--chat_format", cfg.chat_format]
         log_path = self.log_dir / f"llama-server-{index}.log"

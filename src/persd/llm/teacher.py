@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import random
-import socket
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from persd.llm.base import Message, SamplingParams, Teacher, TeacherReply
 from persd.llm.budget import Budget, resolve_price
 from persd.llm.cache import LedgerRow, TeacherCache, cache_key, canonical_request
 from persd.llm.teacher_config import TeacherConfig
+from persd.llm.teacher_http import read_stream, transport_reason
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +44,6 @@ class TeacherUnreachable(TeacherError):
 
 class TeacherAuthError(TeacherError):
     """The endpoint rejected the API key (HTTP 401/403)."""
-
-
-def _reason(e: httpx.TransportError) -> str:
-    if isinstance(e, httpx.ConnectTimeout):
-        return "connect timed out"
-    if isinstance(e, httpx.TimeoutException):
-        return "no reply before teacher.timeout_s"
-    if isinstance(e, httpx.ConnectError):
-        # httpx says "All connection attempts failed"; the OS error is down the chain.
-        cause: BaseException | None = e
-        while cause is not None:
-            if isinstance(cause, ConnectionRefusedError):
-                return "connection refused"
-            if isinstance(cause, socket.gaierror):
-                return "host name not found"
-            cause = cause.__cause__ or cause.__context__
-        return f"cannot connect: {e}"
-    return "connection dropped mid-reply"
 
 
 class OpenAITeacher(Teacher):
@@ -212,7 +194,9 @@ class OpenAITeacher(Teacher):
         reservation = self.budget.reserve(messages, max_tokens=params.max_new_tokens, n=n)
         try:
             async with self._sem:
-                url, data, latency = await self._post_with_retries(body, lane)
+                url, data, latency = await self._post_with_retries(
+                    body, lane, params.max_lines if n == 1 else None
+                )
         except BaseException:
             self.budget.release(reservation)
             raise
@@ -258,7 +242,7 @@ class OpenAITeacher(Teacher):
         return min(self._urls, key=lambda u: self._busy[u])
 
     async def _post_with_retries(
-        self, body: dict[str, Any], lane: int | None = None
+        self, body: dict[str, Any], lane: int | None = None, max_lines: int | None = None
     ) -> tuple[str, dict[str, Any], float]:
         cfg = self._cfg
         for attempt in range(1, cfg.max_attempts + 1):
@@ -267,13 +251,18 @@ class OpenAITeacher(Teacher):
             self.http_requests += 1
             t0 = time.monotonic()
             try:
-                resp = await self._http.post(f"{url}/chat/completions", json=body)
+                if max_lines:  # a streamed reply, closed once it holds max_lines lines
+                    resp, data = await read_stream(self._http, url, body, max_lines)
+                else:
+                    resp, data = await self._http.post(f"{url}/chat/completions", json=body), None
                 latency = time.monotonic() - t0
             except httpx.TransportError as e:
-                failure, retry_after = _reason(e), None
+                failure, retry_after = transport_reason(e), None
+            except ValueError as e:
+                raise TeacherError(f"teacher endpoint {url} {e}") from None
             else:
                 if resp.status_code == 200:
-                    return url, self._json(resp, url), latency
+                    return url, data if data is not None else self._json(resp, url), latency
                 self._raise_final(resp, url)
                 failure = f"HTTP {resp.status_code}: {self._server_message(resp)}"
                 retry_after = resp.headers.get("retry-after")

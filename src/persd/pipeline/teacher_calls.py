@@ -36,6 +36,19 @@ class TeacherRequest:
     attempt: Attempt | None
     messages: tuple[Message, ...]
     seed: int
+    max_lines: int | None = None  # a reply read only this far (``SamplingParams.max_lines``)
+
+
+def _sampling(req: TeacherRequest, cfg: TeachConfig) -> SamplingParams:
+    """A request's sampling: the stage's settings, the request's seed and line limit."""
+    return SamplingParams(
+        n=1,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=req.seed,
+        max_lines=req.max_lines,
+    )
 
 
 async def ask_teacher(
@@ -54,14 +67,7 @@ async def ask_teacher(
         return []
 
     async def one(req: TeacherRequest) -> TeacherCall:
-        params = SamplingParams(
-            n=1,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=req.seed,
-        )
-        reply = (await teacher.chat(req.messages, params))[0]
+        reply = (await teacher.chat(req.messages, _sampling(req, cfg)))[0]
         return TeacherCall(
             id=req.id,
             task_id=req.task.id,

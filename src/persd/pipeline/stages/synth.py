@@ -51,6 +51,9 @@ def synth_requests(tasks: Sequence[Task], cfg: SynthConfig) -> list[TeacherReque
                 },
             ),
             seed=cfg.seed,
+            # The opening fence, the calls, and two spare lines (a blank one, a duplicate):
+            # the reply is closed there rather than left to list calls to its token cap.
+            max_lines=cfg.inputs + 3,
         )
         for task in tasks
     ]
