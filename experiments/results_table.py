@@ -10,6 +10,8 @@ Paired comparisons (``--pair A B``) use the per-task verdicts of step 0
 McNemar test on the tasks where exactly one of them passed says whether a difference is more
 than noise. With a 500-task benchmark and pass rates near 5%, differences of one or two points
 are usually within it; the script prints the p-value instead of leaving that to the reader.
+A row of another run directory is written ``RUN_DIR:row`` (e.g. ``--pair stand
+results/gain-persd:persd_combined@epoch1``): two runs' models on the same evaluation.
 
 Rows named ``<variant>-s<seed>`` are the same variant trained with another seed (their models
 live outside the run dir; only their evaluations are kept).
@@ -65,7 +67,15 @@ BENCHES = ("mbpp-test", "humaneval")
 _SEED = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
 
+def _locate(run: Path, row: str) -> tuple[Path, str]:
+    """A row of another run directory is named ``RUN_DIR:row`` (relative to the working
+    directory): pairing models that two runs trained on the same evaluation."""
+    other, sep, name = row.rpartition(":")
+    return (Path(other), name) if sep else (run, row)
+
+
 def _report(run: Path, row: str, bench: str) -> dict | None:
+    run, row = _locate(run, row)
     path = run / "eval" / row / bench / "report.json"
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -86,6 +96,7 @@ def _records(path: Path) -> list[dict]:
 
 
 def _verdicts(run: Path, row: str, bench: str) -> dict[str, bool] | None:
+    run, row = _locate(run, row)
     path = run / "eval" / row / bench / "samples_base.jsonl"
     if not path.exists():
         return None

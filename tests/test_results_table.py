@@ -77,6 +77,15 @@ def test_pair_table_adjusts_over_the_whole_table(tmp_path: Path):
     assert "| 3 | 0 | 0.25 | 0.25 |" in table
 
 
+def test_pair_table_pairs_a_row_of_another_run(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _eval(tmp_path / "one", "a", "mbpp-test", [True] * 6 + [False] * 4)
+    _eval(tmp_path / "two", "b", "mbpp-test", [True] + [False] * 9)
+    table = rt.pair_table(tmp_path / "one", [("a", "two:b")], ("mbpp-test",))
+    assert "| a | two:b | mbpp-test (10) | 60.0% | 10.0% | 5 | 0 | 0.06 |" in table
+    assert "pending" in rt.pair_table(tmp_path / "one", [("a", "one:b")], ("mbpp-test",))
+
+
 def test_outcome_table_counts_how_programs_ended(tmp_path: Path):
     out = tmp_path / "eval" / "persd" / "humaneval"
     statuses = ["passed", "failed", "failed", "error", "syntax_error", "timeout", None]
