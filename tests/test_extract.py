@@ -19,6 +19,7 @@ from persd.llm.extract import (
     BASE_STOP_SEQUENCES,
     answer_complete,
     base_stop_sequences,
+    drop_test_code,
     extract_program,
     fenced_blocks,
 )
@@ -225,8 +226,13 @@ _REPLIES = [  # (reply, whether it ever becomes complete)
     ),
     # an untagged block counts as python; a bash block with a def does not
     ("```bash\ndef add\n```\n```\ndef add(a, b):\n    return b + a\n```\ntrailing", True),
-    # no closing fence: never complete, extraction runs to the end
-    ("```python\ndef add(a, b):\n    return a + b\n\nprint(add(1, 2))\n", False),
+    # no closing fence: complete at the usage example's first line, which tidying drops
+    ("```python\ndef add(a, b):\n    return a + b\n\nprint(add(1, 2))\nassert add(1, 1)\n", True),
+    ("```python\ndef add(a, b):\n    return a + b\n\n# Example usage\nprint(add(1, 2))\n", True),
+    # no closing fence and no test code: never complete, extraction runs to the end
+    ("```python\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n", False),
+    # test code before the entry point is defined does not count
+    ("```python\nprint('hi')\ndef add(a, b):\n    return a + b\n", False),
     # no fences at all
     ("def add(a, b):\n    return a - b\n", False),
 ]
@@ -245,6 +251,43 @@ def test_once_answer_complete_holds_the_program_never_changes(reply: str, comple
         else:
             assert complete_at is None, "answer_complete went from True back to False"
     assert (complete_at is not None) == completes
+
+
+def test_an_open_block_ends_at_top_level_test_code_only():
+    start = "```python\ndef add(a, b):\n"
+    assert not answer_complete(start + "    print(a)\n", "add")  # inside the function
+    assert not answer_complete(start + "    return a + b\n\nprint(add(1, 2))", "add")  # unended
+    assert answer_complete(start + "    return a + b\n\nprint(add(1, 2))\n", "add")
+    assert answer_complete(start + "    return a + b\n# Test the function\n", "add")
+    assert not answer_complete(start + "    return a + b\n# Helper\n", "add")
+    assert not answer_complete("Plain text first\n" + start + "    pass\nprint(1)\n", "sub")
+
+
+def test_a_usage_examples_data_is_dropped_so_the_cut_reply_extracts_the_same():
+    prompt = 'def add(a, b):\n    """Add."""\n'
+    reply = (
+        "```python\nMOD = 7\nBASE = MOD * 2\n\ndef add(a, b):\n    return (a + b) % BASE\n\n"
+        "# Example usage\nx = 4\ny: int = -1\nprint(add(x, y))\n```"
+    )
+    cut = reply[: reply.index("x = 4")]
+    assert answer_complete(cut, "add")
+    full = extract_program(reply, prompt=prompt, entry_point="add", chat=True)
+    assert full == extract_program(cut, prompt=prompt, entry_point="add", chat=True)
+    assert "x = 4" not in full and "y: int" not in full
+    assert "MOD = 7" in full and "BASE = MOD * 2" in full  # read by the code: kept
+
+
+def test_a_parameter_of_the_same_name_is_not_a_read_of_the_data():
+    code = "def f(numbers):\n    return len(numbers)\n\nnumbers = [1, 2]\nprint(f(numbers))\n"
+    assert "numbers = [1, 2]" not in drop_test_code(code, "f")
+    code = "def f():\n    global numbers\n    return len(numbers)\n\nnumbers = [1, 2]\n"
+    assert "numbers = [1, 2]" in drop_test_code(code, "f")
+
+
+def test_assignments_the_code_reads_or_that_call_stay():
+    code = "def f():\n    return LIMIT\n\nLIMIT = 3\ncache = dict()\nnames = [1]\nprint(f())\n"
+    out = drop_test_code(code, "f")
+    assert "LIMIT = 3" in out and "cache = dict()" in out and "names" not in out
 
 
 def test_answer_complete_needs_the_entry_point_in_a_python_block():

@@ -121,7 +121,7 @@ class SequenceText:
             cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
             if cut >= 0:
                 return _done(seq, text[:cut], "stop")
-        if p.stop_when_answered and b"`" in piece:
+        if p.stop_when_answered and (b"`" in piece or b"\n" in piece):
             text = text or seq.out.decode("utf-8", errors="replace")
             if answer_complete(text, p.stop_when_answered):
                 return _done(seq, text, "stop")
