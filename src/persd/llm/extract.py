@@ -163,16 +163,15 @@ def _is_junk(node: ast.stmt, functions: set[str]) -> bool:
     return False
 
 
-def _example_data(tree: ast.Module, functions: set[str]) -> list[ast.stmt]:
+def _example_data(kept: list[ast.stmt]) -> list[ast.stmt]:
     """Assignments after the first function that bind data only test code reads (the
     ``numbers = [1.0, 2.0]`` of a usage example): no call on the right, and no function,
     class or other assignment reads the names. They are dead for any test, and dropping them
     makes a reply cut at its usage example's first line (``answer_complete``) extract the
-    same program as the whole reply."""
-    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    same program as the whole reply. ``kept``: the module's statements that are not junk."""
+    defs = [n for n in kept if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if not defs:
         return []
-    kept = [n for n in tree.body if not _is_junk(n, functions)]
     assigns = [
         n
         for n in kept
@@ -248,11 +247,12 @@ def drop_test_code(source: str, entry_point: str | None = None) -> str:
         n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
     reachable = _reachable(tree, entry_point) if entry_point else set()
-    data = _example_data(tree, functions)
+    junk_ids = {id(n) for n in tree.body if _is_junk(n, functions)}
+    data = _example_data([n for n in tree.body if id(n) not in junk_ids])
     lines = source.splitlines(keepends=True)
     for node in reversed(tree.body):
         junk = (
-            _is_junk(node, functions)
+            id(node) in junk_ids
             or node in data
             or (
                 entry_point is not None
