@@ -19,7 +19,9 @@ Settings (every one from the same initial adapter, the same rows in the same ord
 - ``label-only-fp32``, ``packed-fp32``: the same two in float32 (what ``dtype: auto`` picks
   where bf16 products are the slower ones, ``persd.train.precision``);
 - ``packed-fp32-no-dropout``: ``packed-fp32`` with LoRA dropout 0 (a setting that changes
-  what is learnt: its held-out loss says by how much).
+  what is learnt: its held-out loss says by how much);
+- ``label-only-no-dropout``: ``label-only`` (bf16) with LoRA dropout 0, for a CPU where bf16
+  wins and the dropout masks are a fifth of a step (docs/BENCHMARKS.md, the Zen 5).
 
 Settings run round-robin ``--rounds`` times and each reports its best round: on a shared
 machine interference only slows a round down.
@@ -55,6 +57,7 @@ SETTINGS = {
     "label-only-fp32": {"batch_size": 1, "dtype": "float32"},
     "packed-fp32": {"packed": True, "dtype": "float32"},
     "packed-fp32-no-dropout": {"packed": True, "dtype": "float32", "dropout": 0.0},
+    "label-only-no-dropout": {"batch_size": 1, "dtype": "bfloat16", "dropout": 0.0},
 }
 
 
