@@ -180,10 +180,11 @@ def _example_data(kept: list[ast.stmt]) -> list[ast.stmt]:
         and n.value is not None
         and not any(isinstance(c, ast.Call) for c in ast.walk(n.value))
     ]
+    reads = {id(n): _global_reads(n) for n in kept}  # each statement walked once
     out: list[ast.stmt] = []
     for node in assigns:
         others = [n for n in kept if n is not node and n not in out]
-        if not _bound_names(node) & set().union(*(_global_reads(n) for n in others)):
+        if not _bound_names(node) & set().union(*(reads[id(n)] for n in others)):
             out.append(node)
     return out
 
