@@ -68,7 +68,10 @@ def summary_table(s: RunSummary) -> Table:
     if s.result:
         t.add_row("[bold]result[/bold]", f"[bold]{s.kept or 'base'}[/bold]")
     t.add_row("tasks (removed)", f"{s.tasks} ({s.tasks_removed})")
-    t.add_row("attempts passed", f"{s.attempts_passed}/{s.attempts} ({s.attempt_pass_rate:.1%})")
+    t.add_row(
+        f"attempts passed ({s.attempts_judged_on} tests)",
+        f"{s.attempts_passed}/{s.attempts} ({s.attempt_pass_rate:.1%})",
+    )
     for kind, n in s.failures.items():
         t.add_row(f"  attempts failed: {FAILURE_LABELS.get(kind, kind)}", str(n))
     _teacher_rows(t, s)

@@ -64,6 +64,12 @@ class AttemptConfig(_Section):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(384, ge=16)
     seed: int = 0
+    judge: Literal["seen", "all"] = Field(
+        "seen",
+        description="the tests that decide an attempt failed (and give the teacher its "
+        "feedback): seen (what feedback may show at inference) or all (the paper: every "
+        "unit test of the pool task; training tasks are never evaluation tasks)",
+    )
 
 
 class TeachConfig(_Section):

@@ -94,7 +94,7 @@ class RoundSummary(BaseModel):
     round: int
     tasks: int  # tasks attempted in this round
     attempts: int
-    attempts_passed: int  # on seen tests
+    attempts_passed: int  # on the tests ``attempt.judge`` names (seen, by default)
     refinements: int
     refinements_verified: int
     examples: int  # rows of the round variant built from this round
@@ -115,6 +115,7 @@ class RunSummary(BaseModel):
     tasks_removed: int = 0
     attempts: int = 0
     attempts_passed: int = 0
+    attempts_judged_on: str = "seen"  # the tests that judged them (config attempt.judge)
     failures: dict[str, int] = Field(default_factory=dict)  # status or exception type -> count
     solutions: int = 0
     solutions_verified: int = 0

@@ -9,7 +9,7 @@ Layout::
     RUN_DIR/
       config.yaml          the resolved config this directory belongs to
       attempts.jsonl       Attempt        (student programs)
-      executions.jsonl     Execution      (attempts on seen tests)
+      executions.jsonl     Execution      (attempts on seen tests, or all: attempt.judge)
       solutions.jsonl      TeacherCall    (teacher's direct solutions)
       refinements.jsonl    TeacherCall    (teacher's fixes of failed attempts)
       verifications.jsonl  Execution      (teacher code on all tests)
@@ -66,7 +66,8 @@ class StageRecords:
     verifications: dict[str, Execution]
 
     def passed_seen(self, attempt_id: str) -> bool:
-        """Whether an attempt's execution (on its task's seen tests) passed."""
+        """Whether an attempt's execution (on its task's seen tests, or all of them under
+        ``attempt.judge: all``) passed."""
         e = self.executions.get(attempt_id)
         return e is not None and e.feedback.passed
 

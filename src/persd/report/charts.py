@@ -68,7 +68,7 @@ def _plan(data: ReportData) -> Iterator[tuple[str, str, str, Any]]:
     s = data.summary
     yield "pipeline", "funnel", "From tasks to accepted refinements", lambda f: _funnel(f, data)
     if s.failures:
-        title = "Why the student's attempts failed (seen tests)"
+        title = f"Why the student's attempts failed ({s.attempts_judged_on} tests)"
         yield "failures", "failures", title, lambda f: _barh(f, s.failures, "attempts")
     if any(v.total for v in data.verdicts):
         title = "Teacher programs on all of the task's tests"

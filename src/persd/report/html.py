@@ -83,7 +83,7 @@ def _headline(data: ReportData) -> list[Card]:
         cards.append(Card(label="result", value=s.kept or "base", detail=s.result))
     cards += [
         Card(
-            label="attempts passed (seen tests)",
+            label=f"attempts passed ({s.attempts_judged_on} tests)",
             value=f"{s.attempts_passed}/{s.attempts}",
             detail=_pct(s.attempt_pass_rate),
         ),

@@ -74,6 +74,7 @@ def summarise(
         tasks_removed=tasks_removed,
         attempts=len(ran),
         attempts_passed=sum(e.feedback.passed for e in ran),
+        attempts_judged_on=ran[0].feedback.test_set if ran else "seen",
         failures=dict(failures.most_common()),
         solutions=len(solutions),
         solutions_verified=verified(solutions, verifications),
