@@ -18,3 +18,7 @@ mkdir -p "$R/validation" "$R/eval"
 persd run configs/gain-alpaca-judge.yaml --run-dir "$R"
 mkdir -p "$OUT"
 cp -r "$R/eval" "$R/config.yaml" "$R/gate.json" "$R/summary.json" "$R/timings.jsonl" "$OUT/"
+for m in "$R"/models/*/; do  # the training summaries: rows, steps, loss, tokens/s (no tasks)
+  mkdir -p "$OUT/models/$(basename "$m")"
+  cp "$m/train_summary.json" "$m/train_config.json" "$OUT/models/$(basename "$m")/"
+done
