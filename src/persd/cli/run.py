@@ -230,7 +230,7 @@ STAGE_COMMANDS = {
     "attempt": _stage(
         "attempt", "Stage 1: the student attempts every task (local weights).", "synthesize"
     ),
-    "execute": _stage("execute", "Stage 2: run attempts against the SEEN tests."),
+    "execute": _stage("execute", "Stage 2: run attempts against SEEN tests (all: attempt.judge)."),
     "refine": _stage("teach", "Stage 3: teacher solutions and refinements of failures."),
     "verify": _stage("verify", "Stage 4: run teacher code against ALL training tests."),
     "build": _stage("build", "Stage 5: write the training sets (data/<variant>.jsonl)."),
