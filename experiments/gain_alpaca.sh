@@ -16,9 +16,4 @@ R=${1:-runs/gain-alpaca}
 OUT=${2:-results/gain-alpaca}
 persd pool build ../shared/data/persd_codegen6b_inpd.jsonl --out pools/alpaca-s --limit 300
 persd run configs/gain-alpaca.yaml --run-dir "$R"
-mkdir -p "$OUT"
-cp -r "$R/eval" "$R/config.yaml" "$R/gate.json" "$R/summary.json" "$R/timings.jsonl" "$OUT/"
-for m in "$R"/models/*/; do  # the training summaries: rows, steps, loss, tokens/s (no tasks)
-  mkdir -p "$OUT/models/$(basename "$m")"
-  cp "$m/train_summary.json" "$m/train_config.json" "$OUT/models/$(basename "$m")/"
-done
+bash experiments/record_run.sh "$R" "$OUT"

@@ -16,9 +16,4 @@ mkdir -p "$R/validation" "$R/eval"
 [ -e "$R/validation/base" ] || cp -r "$S/validation/base" "$R/validation/"
 [ -e "$R/eval/base" ] || cp -r "$S/eval/base" "$R/eval/"
 persd run configs/gain-alpaca-judge.yaml --run-dir "$R"
-mkdir -p "$OUT"
-cp -r "$R/eval" "$R/config.yaml" "$R/gate.json" "$R/summary.json" "$R/timings.jsonl" "$OUT/"
-for m in "$R"/models/*/; do  # the training summaries: rows, steps, loss, tokens/s (no tasks)
-  mkdir -p "$OUT/models/$(basename "$m")"
-  cp "$m/train_summary.json" "$m/train_config.json" "$OUT/models/$(basename "$m")/"
-done
+bash experiments/record_run.sh "$R" "$OUT"
